@@ -1,0 +1,1 @@
+//! Loads the embedded eBPF object, probes kernel features and attaches programs per family.

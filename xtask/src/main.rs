@@ -1,0 +1,2 @@
+//! Developer tasks: setup, build, demo, test, bench.
+fn main() {}
