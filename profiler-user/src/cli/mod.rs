@@ -1,1 +1,61 @@
 //! Command-line interface: clap derive, one module per subcommand.
+
+pub mod output;
+pub mod record;
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use clap::{Parser, Subcommand};
+
+/// eBPF CPU, syscall and network profiler, and sandbox guard for online judges.
+#[derive(Debug, Parser)]
+#[command(name = "flamewarden", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `debug` or `flamewarden=trace`.
+    #[arg(long, global = true, env = "FLAMEWARDEN_LOG", default_value = "warn")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record CPU samples and write a flamegraph, folded stacks or JSON, plus a hot-path table.
+    Record(record::RecordArgs),
+}
+
+/// Registers SIGINT and SIGTERM on a flag that long-running commands poll.
+pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Runs the parsed command line; errors are printed by the caller as one line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command {
+        Command::Record(args) => record::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,5 @@
 //! The only code that reads BPF maps, ring buffers and perf buffers; yields typed data.
+
+pub mod samples;
+
+pub use samples::{RawSamples, SampleCounters, drain_samples};

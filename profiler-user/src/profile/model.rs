@@ -18,6 +18,12 @@ pub enum FrameKind {
     Synthetic,
 }
 
+/// Name of the synthetic frame that marks an off-CPU stack; it sits right after the comm root.
+///
+/// Flamegraphs draw it and every frame above it in a blue palette, so blocked time never
+/// reads as CPU time.
+pub const OFF_CPU_FRAME_NAME: &str = "[off-cpu]";
+
 /// One function in a stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
@@ -49,6 +55,21 @@ impl Frame {
             line: None,
             symbolized: true,
         }
+    }
+
+    /// A frame flamewarden adds itself, e.g. [`OFF_CPU_FRAME_NAME`].
+    pub fn synthetic(name: impl Into<String>) -> Self {
+        Self::function(name, FrameKind::Synthetic)
+    }
+
+    /// The `[off-cpu]` marker frame, see [`OFF_CPU_FRAME_NAME`].
+    pub fn off_cpu() -> Self {
+        Self::synthetic(OFF_CPU_FRAME_NAME)
+    }
+
+    /// True for the `[off-cpu]` marker frame.
+    pub fn is_off_cpu_marker(&self) -> bool {
+        self.kind == FrameKind::Synthetic && self.name == OFF_CPU_FRAME_NAME
     }
 
     /// An address that could not be resolved: kept in the stack as `[unknown] module+0xoff`.
@@ -178,6 +199,30 @@ impl Profile {
         Self {
             meta,
             ..Self::default()
+        }
+    }
+
+    /// A profile from already-interned parts (e.g. read back from JSON), keeping frame ids as given.
+    ///
+    /// Stacks are not checked here: callers that read untrusted input check that every
+    /// [`FrameId`] is below `frames.len()`. When `frames` holds duplicates, [`Profile::intern`]
+    /// returns the first one.
+    pub fn from_parts(
+        meta: ProfileMeta,
+        frames: Vec<Frame>,
+        stacks: Vec<Stack>,
+        completeness: Completeness,
+    ) -> Self {
+        let mut index = HashMap::with_capacity(frames.len());
+        for (id, frame) in frames.iter().enumerate() {
+            index.entry(frame.clone()).or_insert(id as FrameId);
+        }
+        Self {
+            meta,
+            frames,
+            stacks,
+            completeness,
+            index,
         }
     }
 

@@ -1,2 +1,18 @@
 //! Addresses to frames: user frames through the ELF files a process had mapped (blazesym,
 //! symbols and DWARF), kernel frames through kallsyms. Works for processes that already exited.
+//!
+//! [`AddressSpaces`] knows which file every executable address of every process came from: a
+//! `/proc` snapshot at the start, then the mmap/fork/exec records of
+//! `collect::mappings::MappingTracker`. [`Symbolizer`] turns (process, address) into
+//! [`crate::profile::Frame`]s, reading each file once.
+
+mod maps;
+mod pinned;
+mod symbolizer;
+mod vdso;
+
+pub use maps::{
+    AddressSpaces, FileId, FileIdentity, FileKey, MappingEvent, Resolved, parse_proc_maps,
+};
+pub use pinned::{DEFAULT_PINNED_FILES, PinnedFiles};
+pub use symbolizer::{KERNEL_MODULE, Symbolizer, strip_rust_hash};

@@ -1,0 +1,103 @@
+//! Draining the CPU sampler's maps: aggregated counts, their stacks, and the loss counters.
+
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
+};
+use profiler_common::{
+    MAP_SAMPLE_COUNTS, MAP_SAMPLE_STATS, MAP_STACKS, SAMPLE_STATS_LEN, SampleKey, SampleStat,
+};
+
+use crate::probes::ProbeError;
+
+/// The kernel's sampling counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleCounters {
+    /// Samples that matched the target filter.
+    pub taken: u64,
+    /// Samples whose user stack could not be stored.
+    pub lost_user_stack: u64,
+    /// Samples whose kernel stack could not be stored.
+    pub lost_kernel_stack: u64,
+    /// Samples dropped because the aggregation map was full.
+    pub lost_key_map_full: u64,
+    /// Samples without a readable user stack.
+    pub user_stack_faults: u64,
+    /// Samples of the idle task (not recorded).
+    pub idle: u64,
+}
+
+/// Everything the sampler recorded, with stacks as raw addresses (leaf first, as the kernel
+/// stores them).
+#[derive(Clone, Debug, Default)]
+pub struct RawSamples {
+    /// Aggregated counts.
+    pub counts: Vec<(SampleKey, u64)>,
+    /// Stacks by id.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    /// Loss and fault counters.
+    pub counters: SampleCounters,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
+    ebpf.map(name).ok_or(ProbeError::MissingMap(name))
+}
+
+/// Reads the counters, the aggregated samples and every stack they refer to.
+pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
+    let counters = read_counters(ebpf)?;
+    let counts_map: BpfHashMap<&MapData, SampleKey, u64> =
+        BpfHashMap::try_from(map(ebpf, MAP_SAMPLE_COUNTS)?)
+            .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_COUNTS, source })?;
+    let mut counts = Vec::new();
+    for entry in counts_map.iter() {
+        match entry {
+            Ok(kv) => counts.push(kv),
+            // An entry deleted between listing and lookup; nothing deletes during a drain.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(ProbeError::Map { map: MAP_SAMPLE_COUNTS, source }),
+        }
+    }
+    let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
+        .map_err(|source| ProbeError::Map { map: MAP_STACKS, source })?;
+    let mut stacks = HashMap::new();
+    for (key, _) in &counts {
+        for id in [key.user_stack_id, key.kernel_stack_id] {
+            if id < 0 || stacks.contains_key(&(id as u32)) {
+                continue;
+            }
+            match stack_map.get(&(id as u32), 0) {
+                Ok(trace) => {
+                    stacks.insert(id as u32, trace.frames().iter().map(|f| f.ip).collect());
+                }
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(ProbeError::Map { map: MAP_STACKS, source }),
+            }
+        }
+    }
+    Ok(RawSamples { counts, stacks, counters })
+}
+
+/// Sums the per-CPU counters.
+pub fn read_counters(ebpf: &Ebpf) -> Result<SampleCounters, ProbeError> {
+    let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, MAP_SAMPLE_STATS)?)
+        .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_STATS, source })?;
+    let mut sums = [0u64; SAMPLE_STATS_LEN as usize];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        let values = array
+            .get(&(i as u32), 0)
+            .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_STATS, source })?;
+        *sum = values.iter().sum();
+    }
+    let at = |s: SampleStat| sums[s as usize];
+    Ok(SampleCounters {
+        taken: at(SampleStat::Taken),
+        lost_user_stack: at(SampleStat::LostUserStack),
+        lost_kernel_stack: at(SampleStat::LostKernelStack),
+        lost_key_map_full: at(SampleStat::LostKeyMapFull),
+        user_stack_faults: at(SampleStat::UserStackFault),
+        idle: at(SampleStat::Idle),
+    })
+}

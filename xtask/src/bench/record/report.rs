@@ -1,0 +1,229 @@
+//! The record benchmark's results: the table, `record.json`, and the goals.
+
+use std::{fmt::Write as _, fs, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::bench::stats::median;
+
+/// Most the profiled workload may slow down under flamewarden at 99 Hz.
+pub const GOAL_OVERHEAD_RATIO: f64 = 1.003;
+/// Most CPU flamewarden may spend, as a share of perf's, up to a flamegraph.
+pub const GOAL_CPU_RATIO: f64 = 0.25;
+
+/// Wall times of the fixed workload, in seconds, per repetition.
+#[derive(Debug, Default)]
+pub struct Overhead {
+    /// Workload processes (one per CPU).
+    pub procs: usize,
+    /// Arithmetic rounds per process.
+    pub rounds: u64,
+    pub bare: Vec<f64>,
+    pub flamewarden: Vec<f64>,
+    pub perf: Vec<f64>,
+}
+
+impl Overhead {
+    /// Median under flamewarden over median bare.
+    pub fn flamewarden_ratio(&self) -> f64 {
+        median(&self.flamewarden) / median(&self.bare)
+    }
+
+    /// Median under perf over median bare.
+    pub fn perf_ratio(&self) -> f64 {
+        median(&self.perf) / median(&self.bare)
+    }
+}
+
+/// What one profiler cost to produce a flamegraph.
+#[derive(Debug)]
+pub struct ProfilerCost {
+    /// User plus system CPU time of every process involved.
+    pub cpu: Duration,
+    /// The largest peak RSS among them.
+    pub max_rss_kib: u64,
+    /// From SIGINT to the SVG being written.
+    pub stop_to_svg: Duration,
+    /// Size of the SVG.
+    pub svg_bytes: u64,
+}
+
+/// The profiling-cost measurement.
+#[derive(Debug)]
+pub struct Cost {
+    /// How long each profiler recorded the workload.
+    pub secs: f64,
+    /// Busy workers in the workload.
+    pub procs: usize,
+    pub flamewarden: ProfilerCost,
+    /// `perf record` plus `perf script | inferno-collapse-perf | inferno-flamegraph`.
+    pub perf: ProfilerCost,
+    /// `perf record` alone.
+    pub perf_record_cpu: Duration,
+    /// `perf record` alone.
+    pub perf_record_rss_kib: u64,
+}
+
+impl Cost {
+    /// flamewarden's CPU time over perf's.
+    pub fn cpu_ratio(&self) -> f64 {
+        self.flamewarden.cpu.as_secs_f64() / self.perf.cpu.as_secs_f64()
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The human-readable results.
+pub fn table(overhead: &Overhead, cost: &Cost) -> String {
+    let mut out = String::new();
+    let bare = median(&overhead.bare);
+    let (fw, perf) = (overhead.flamewarden_ratio(), overhead.perf_ratio());
+    let _ = writeln!(
+        out,
+        "\nrecord: overhead on a CPU-bound workload ({} processes × {} rounds, median of {})",
+        overhead.procs,
+        overhead.rounds,
+        overhead.bare.len()
+    );
+    let _ = writeln!(out, "  {:<28} {:>10} {:>9}", "", "wall", "vs bare");
+    let _ = writeln!(out, "  {:<28} {:>8.3} s {:>9.4}", "bare", bare, 1.0);
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>8.3} s {:>9.4}",
+        "flamewarden record -a -F 99",
+        median(&overhead.flamewarden),
+        fw
+    );
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>8.3} s {:>9.4}",
+        "perf record -a -g -F 99",
+        median(&overhead.perf),
+        perf
+    );
+    let _ = writeln!(
+        out,
+        "  goal: flamewarden ≤ {GOAL_OVERHEAD_RATIO} × bare: {}; no worse than perf: {}",
+        verdict(fw <= GOAL_OVERHEAD_RATIO),
+        verdict(fw <= perf)
+    );
+
+    let _ = writeln!(
+        out,
+        "\nrecord: cost of a system-wide flamegraph at 999 Hz ({} s, {} busy workers)",
+        cost.secs, cost.procs
+    );
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>12} {:>12} {:>12}",
+        "", "CPU time", "peak RSS", "stop → SVG"
+    );
+    for (name, c) in [
+        ("flamewarden record", &cost.flamewarden),
+        ("perf record + script+inferno", &cost.perf),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>10.2} s {:>8.1} MiB {:>10.2} s",
+            name,
+            c.cpu.as_secs_f64(),
+            mib(c.max_rss_kib),
+            c.stop_to_svg.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  CPU ratio flamewarden/perf {:.3}; goal ≤ {GOAL_CPU_RATIO}: {}",
+        cost.cpu_ratio(),
+        verdict(cost.cpu_ratio() <= GOAL_CPU_RATIO)
+    );
+    out
+}
+
+/// The goals not met, in words.
+pub fn missed_goals(overhead: &Overhead, cost: &Cost) -> Vec<String> {
+    let (fw, perf) = (overhead.flamewarden_ratio(), overhead.perf_ratio());
+    let mut missed = Vec::new();
+    if fw > GOAL_OVERHEAD_RATIO {
+        missed.push(format!(
+            "overhead {fw:.4} × bare is above {GOAL_OVERHEAD_RATIO}"
+        ));
+    }
+    if fw > perf {
+        missed.push(format!("overhead {fw:.4} is worse than perf's {perf:.4}"));
+    }
+    if cost.cpu_ratio() > GOAL_CPU_RATIO {
+        missed.push(format!(
+            "CPU time {:.3} × perf's is above {GOAL_CPU_RATIO}",
+            cost.cpu_ratio()
+        ));
+    }
+    missed
+}
+
+/// `target/bench/record.json`.
+pub fn json(overhead: &Overhead, cost: &Cost) -> Value {
+    let profiler = |c: &ProfilerCost| {
+        json!({
+            "cpu_s": c.cpu.as_secs_f64(),
+            "max_rss_kib": c.max_rss_kib,
+            "stop_to_svg_s": c.stop_to_svg.as_secs_f64(),
+            "svg_bytes": c.svg_bytes,
+        })
+    };
+    json!({
+        "benchmark": "record",
+        "machine": {
+            "kernel": fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            "cpus": overhead.procs,
+        },
+        "overhead": {
+            "frequency_hz": 99,
+            "processes": overhead.procs,
+            "rounds_per_process": overhead.rounds,
+            "wall_s": {
+                "bare": overhead.bare,
+                "flamewarden": overhead.flamewarden,
+                "perf": overhead.perf,
+            },
+            "median_wall_s": {
+                "bare": median(&overhead.bare),
+                "flamewarden": median(&overhead.flamewarden),
+                "perf": median(&overhead.perf),
+            },
+            "ratio": {
+                "flamewarden": overhead.flamewarden_ratio(),
+                "perf": overhead.perf_ratio(),
+            },
+            "goal": {
+                "max_ratio": GOAL_OVERHEAD_RATIO,
+                "met": overhead.flamewarden_ratio() <= GOAL_OVERHEAD_RATIO
+                    && overhead.flamewarden_ratio() <= overhead.perf_ratio(),
+            },
+        },
+        "cost": {
+            "frequency_hz": 999,
+            "seconds": cost.secs,
+            "workers": cost.procs,
+            "flamewarden": profiler(&cost.flamewarden),
+            "perf": profiler(&cost.perf),
+            "perf_record_only": {
+                "cpu_s": cost.perf_record_cpu.as_secs_f64(),
+                "max_rss_kib": cost.perf_record_rss_kib,
+            },
+            "cpu_ratio": cost.cpu_ratio(),
+            "goal": {
+                "max_cpu_ratio": GOAL_CPU_RATIO,
+                "met": cost.cpu_ratio() <= GOAL_CPU_RATIO,
+            },
+        },
+    })
+}
