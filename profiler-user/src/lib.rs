@@ -5,12 +5,10 @@
 //! builds folded stacks, flamegraphs, hot paths and reports, and [`export`] writes them out.
 //! Everything between `probes`/`collect` and the files is pure and unit-tested without root.
 
-#[cfg(any())] // TEMP: until symbolize lands
 pub mod cli;
 pub mod collect;
 pub mod launch;
 pub mod probes;
 pub mod profile;
-#[cfg(any())] // TEMP: until symbolize lands
 pub mod record;
 pub mod symbolize;

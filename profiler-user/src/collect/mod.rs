@@ -1,5 +1,6 @@
 //! The only code that reads BPF maps, ring buffers and perf buffers; yields typed data.
 
+pub mod mappings;
 pub mod samples;
 
 pub use samples::{RawSamples, SampleCounters, drain_samples};

@@ -204,10 +204,21 @@ impl Symbolizer {
             Some(spaces.open_path(file))
         };
         let results = path.and_then(|path| {
-            let source = Source::Elf(Elf::new(path));
-            self.blaze
-                .symbolize(&source, Input::FileOffset(offsets))
-                .ok()
+            let mut elf = Elf::new(path);
+            match self
+                .blaze
+                .symbolize(&Source::Elf(elf.clone()), Input::FileOffset(offsets))
+            {
+                Ok(results) => Some(results),
+                Err(_) => {
+                    // Debug info blazesym cannot read (a broken debug link target, an unknown
+                    // compression) fails the whole file: the ELF symbols still name functions.
+                    elf.debug_syms = false;
+                    self.blaze
+                        .symbolize(&Source::Elf(elf), Input::FileOffset(offsets))
+                        .ok()
+                }
+            }
         });
         offsets
             .iter()

@@ -66,6 +66,8 @@ pub fn wait(child: Child, timeout: Duration) -> anyhow::Result<Finished> {
         }
         if Instant::now() >= deadline {
             signal(pid, libc::SIGKILL)?;
+            // SAFETY: `status` is valid for writes; `pid` is our unreaped child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
             bail!("process {pid} did not exit within {timeout:?}; killed it");
         }
         thread::sleep(POLL);
