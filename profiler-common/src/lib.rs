@@ -5,8 +5,10 @@
 #![no_std]
 
 pub mod sample;
+pub mod syscalls;
 
 pub use sample::*;
+pub use syscalls::*;
 
 /// Length of a task's `comm` in the kernel, including the trailing NUL.
 pub const TASK_COMM_LEN: usize = 16;

@@ -11,6 +11,7 @@
 mod lifecycle;
 mod maps;
 mod sample;
+mod syscalls;
 mod targets;
 
 #[cfg(not(test))]
@@ -25,8 +26,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 use aya_ebpf::{
-    macros::{perf_event, tracepoint},
-    programs::{PerfEventContext, TracePointContext},
+    macros::{perf_event, raw_tracepoint, tracepoint},
+    programs::{PerfEventContext, RawTracePointContext, TracePointContext},
 };
 
 /// CPU sample: attached to the software `cpu-clock` event on every CPU.
@@ -42,5 +43,21 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     match lifecycle::try_fork(&ctx) {
         Ok(_) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `sys_enter`: stamps the entry time of a targeted thread's call.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    match syscalls::try_enter(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `sys_exit`: accounts the call and emits it when slow.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    match syscalls::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
     }
 }

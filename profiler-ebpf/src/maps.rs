@@ -2,11 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use profiler_common::{
-    DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, MAX_TARGET_CGROUPS, MAX_TARGET_TGIDS, SAMPLE_STATS_LEN,
-    SampleKey, TargetFilter,
+    DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS, DEFAULT_SYSCALL_KEYS,
+    InflightSyscall, MAX_INFLIGHT, MAX_TARGET_CGROUPS, MAX_TARGET_TGIDS, SAMPLE_STATS_LEN,
+    SYSCALL_COUNTERS_LEN, SYSCALL_EVENTS_BYTES, SampleKey, SyscallConfig, SyscallErrnoKey,
+    SyscallKey, SyscallStats, TargetFilter,
 };
 
 /// CPU sample counts per (cgroup, tgid, comm, user stack, kernel stack).
@@ -33,3 +35,31 @@ pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TAR
 /// The target filter, one entry.
 #[map(name = "TARGET_FILTER")]
 pub static TARGET_FILTER: Array<TargetFilter> = Array::with_max_entries(1, 0);
+
+/// Per-CPU syscall statistics per (cgroup, tgid, syscall).
+#[map(name = "SYSCALL_STATS")]
+pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
+    PerCpuHashMap::with_max_entries(DEFAULT_SYSCALL_KEYS, 0);
+
+/// Per-CPU error counts per (cgroup, tgid, syscall, errno).
+#[map(name = "SYSCALL_ERRNOS")]
+pub static SYSCALL_ERRNOS: PerCpuHashMap<SyscallErrnoKey, u64> =
+    PerCpuHashMap::with_max_entries(DEFAULT_SYSCALL_ERRNO_KEYS, 0);
+
+/// Calls in flight, by thread id.
+#[map(name = "SYSCALL_INFLIGHT")]
+pub static SYSCALL_INFLIGHT: HashMap<u32, InflightSyscall> =
+    HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Slow-call events.
+#[map(name = "SYSCALL_EVENTS")]
+pub static SYSCALL_EVENTS: RingBuf = RingBuf::with_byte_size(SYSCALL_EVENTS_BYTES, 0);
+
+/// The syscall tracer's configuration, one entry.
+#[map(name = "SYSCALL_CONFIG")]
+pub static SYSCALL_CONFIG: Array<SyscallConfig> = Array::with_max_entries(1, 0);
+
+/// Syscall tracer counters, indexed by `SyscallStat`.
+#[map(name = "SYSCALL_COUNTERS")]
+pub static SYSCALL_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(SYSCALL_COUNTERS_LEN, 0);

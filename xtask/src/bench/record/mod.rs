@@ -151,9 +151,18 @@ fn measure_overhead(
     procs: usize,
     rounds: u64,
 ) -> anyhow::Result<Overhead> {
+    let busy_before = busy_share(Duration::from_secs(1));
+    if busy_before > 0.05 {
+        println!(
+            "  warning: {:.0}% of the CPU time was busy just before the first run: other work \
+             is running and will make these figures noisy",
+            busy_before * 100.0
+        );
+    }
     let mut overhead = Overhead {
         procs,
         rounds,
+        busy_before,
         ..Overhead::default()
     };
     let workload = || {
@@ -379,4 +388,32 @@ fn perf_to_svg(
 
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The share of all CPUs' time that was not idle during `window` (0 if unreadable).
+fn busy_share(window: Duration) -> f64 {
+    let before = cpu_times();
+    thread::sleep(window);
+    match (before, cpu_times()) {
+        (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+            (busy1 - busy0) as f64 / (total1 - total0) as f64
+        }
+        _ => 0.0,
+    }
+}
+
+/// (busy, total) jiffies of all CPUs, from the `cpu` line of `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    let total: u64 = fields.iter().take(8).sum();
+    Some((total - idle, total))
 }

@@ -18,21 +18,30 @@ pub struct Overhead {
     pub procs: usize,
     /// Arithmetic rounds per process.
     pub rounds: u64,
+    /// Share of CPU time busy just before the first run: other work makes the figures noisy.
+    pub busy_before: f64,
     pub bare: Vec<f64>,
     pub flamewarden: Vec<f64>,
     pub perf: Vec<f64>,
 }
 
 impl Overhead {
-    /// Median under flamewarden over median bare.
+    /// The median over repetitions of (wall under flamewarden / wall bare).
     pub fn flamewarden_ratio(&self) -> f64 {
-        median(&self.flamewarden) / median(&self.bare)
+        median_ratio(&self.flamewarden, &self.bare)
     }
 
-    /// Median under perf over median bare.
+    /// The median over repetitions of (wall under perf / wall bare).
     pub fn perf_ratio(&self) -> f64 {
-        median(&self.perf) / median(&self.bare)
+        median_ratio(&self.perf, &self.bare)
     }
+}
+
+/// Each repetition's runs are adjacent in time, so their ratio cancels slow drifts in machine
+/// speed (thermal, other load) that a ratio of overall medians would keep.
+fn median_ratio(profiled: &[f64], bare: &[f64]) -> f64 {
+    let ratios: Vec<f64> = profiled.iter().zip(bare).map(|(p, b)| p / b).collect();
+    median(&ratios)
 }
 
 /// What one profiler cost to produce a flamegraph.
@@ -91,7 +100,11 @@ pub fn table(overhead: &Overhead, cost: &Cost) -> String {
         overhead.rounds,
         overhead.bare.len()
     );
-    let _ = writeln!(out, "  {:<28} {:>10} {:>9}", "", "wall", "vs bare");
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>10} {:>9}   (vs bare: median of per-run ratios)",
+        "", "wall", "vs bare"
+    );
     let _ = writeln!(out, "  {:<28} {:>8.3} s {:>9.4}", "bare", bare, 1.0);
     let _ = writeln!(
         out,
@@ -189,6 +202,7 @@ pub fn json(overhead: &Overhead, cost: &Cost) -> Value {
             "frequency_hz": 99,
             "processes": overhead.procs,
             "rounds_per_process": overhead.rounds,
+            "cpu_busy_before": overhead.busy_before,
             "wall_s": {
                 "bare": overhead.bare,
                 "flamewarden": overhead.flamewarden,
@@ -199,7 +213,7 @@ pub fn json(overhead: &Overhead, cost: &Cost) -> Value {
                 "flamewarden": median(&overhead.flamewarden),
                 "perf": median(&overhead.perf),
             },
-            "ratio": {
+            "median_ratio_to_bare": {
                 "flamewarden": overhead.flamewarden_ratio(),
                 "perf": overhead.perf_ratio(),
             },
@@ -226,4 +240,23 @@ pub fn json(overhead: &Overhead, cost: &Cost) -> Value {
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_ratio_pairs_each_run_with_the_bare_run_next_to_it() {
+        // The machine got twice as fast half-way: every profiled run is 1% slower than the
+        // bare run beside it, which a ratio of overall medians would not show.
+        let overhead = Overhead {
+            bare: vec![4.0, 4.0, 4.0, 2.0, 2.0],
+            flamewarden: vec![4.04, 4.04, 2.02, 2.02, 2.02],
+            perf: vec![4.0, 4.0, 4.0, 2.0, 2.0],
+            ..Overhead::default()
+        };
+        assert!((overhead.flamewarden_ratio() - 1.01).abs() < 1e-9);
+        assert!((overhead.perf_ratio() - 1.0).abs() < 1e-9);
+    }
 }
