@@ -10,6 +10,7 @@
 
 mod lifecycle;
 mod maps;
+mod offcpu;
 mod sample;
 mod syscalls;
 mod targets;
@@ -58,6 +59,14 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     match syscalls::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `sched_switch`: off-CPU time of targeted tasks.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    match offcpu::try_sched_switch(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

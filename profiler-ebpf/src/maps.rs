@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use profiler_common::{
-    DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS, DEFAULT_SYSCALL_KEYS,
-    InflightSyscall, MAX_INFLIGHT, MAX_TARGET_CGROUPS, MAX_TARGET_TGIDS, SAMPLE_STATS_LEN,
+    DEFAULT_OFFCPU_KEYS, DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS,
+    DEFAULT_SYSCALL_KEYS, InflightSyscall, MAX_INFLIGHT, MAX_OFFCPU_BLOCKED, MAX_TARGET_CGROUPS,
+    MAX_TARGET_TGIDS, OFFCPU_STATS_LEN, OffCpuConfig, OffCpuStart, SAMPLE_STATS_LEN,
     SYSCALL_COUNTERS_LEN, SYSCALL_EVENTS_BYTES, SampleKey, SyscallConfig, SyscallErrnoKey,
     SyscallKey, SyscallStats, TargetFilter,
 };
@@ -63,3 +64,21 @@ pub static SYSCALL_CONFIG: Array<SyscallConfig> = Array::with_max_entries(1, 0);
 #[map(name = "SYSCALL_COUNTERS")]
 pub static SYSCALL_COUNTERS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(SYSCALL_COUNTERS_LEN, 0);
+
+/// Blocked nanoseconds per (cgroup, tgid, comm, user stack, kernel stack).
+#[map(name = "OFFCPU_TIMES")]
+pub static OFFCPU_TIMES: HashMap<SampleKey, u64> =
+    HashMap::with_max_entries(DEFAULT_OFFCPU_KEYS, 0);
+
+/// Switched-out targeted tasks, by `task_struct` address.
+#[map(name = "OFFCPU_START")]
+pub static OFFCPU_START: HashMap<u64, OffCpuStart> =
+    HashMap::with_max_entries(MAX_OFFCPU_BLOCKED, 0);
+
+/// The off-CPU tracer's configuration, one entry.
+#[map(name = "OFFCPU_CONFIG")]
+pub static OFFCPU_CONFIG: Array<OffCpuConfig> = Array::with_max_entries(1, 0);
+
+/// Off-CPU counters, indexed by `OffCpuStat`.
+#[map(name = "OFFCPU_STATS")]
+pub static OFFCPU_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OFFCPU_STATS_LEN, 0);

@@ -4,10 +4,10 @@
 //! which is most of the per-call cost of tools built on `tracepoint:raw_syscalls:*`.
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
-        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user_str_bytes,
     },
     programs::{RawTracePointContext, tracing::StackIdContext as _},
 };
@@ -34,19 +34,29 @@ fn count(stat: SyscallStat) {
     }
 }
 
+/// `exit` and `exit_group` never return: an in-flight entry for them would never be removed.
+const NR_EXIT: i64 = 60;
+const NR_EXIT_GROUP: i64 = 231;
+
 pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let pid_tgid = ctx.pid() as u64 | ((ctx.tgid() as u64) << 32);
+    let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid, current_cgroup_id()) {
         return Ok(());
     }
     let nr: i64 = ctx.arg(1);
+    if nr == NR_EXIT || nr == NR_EXIT_GROUP {
+        return Ok(());
+    }
     let inflight = InflightSyscall {
         // SAFETY: a helper without arguments.
         enter_ns: unsafe { bpf_ktime_get_ns() },
         nr: nr as u64,
     };
-    if SYSCALL_INFLIGHT.insert(&(pid_tgid as u32), &inflight, BPF_ANY as u64).is_err() {
+    if SYSCALL_INFLIGHT
+        .insert(&(pid_tgid as u32), &inflight, BPF_ANY as u64)
+        .is_err()
+    {
         count(SyscallStat::InflightFull);
     }
     Ok(())
@@ -55,26 +65,44 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// log2 bucket of a duration: `[2^i, 2^(i+1))` ns, clamped to the last bucket.
 #[inline(always)]
 fn bucket(ns: u64) -> usize {
-    let b = if ns == 0 { 0 } else { 63 - ns.leading_zeros() as usize };
-    if b >= LATENCY_BUCKETS { LATENCY_BUCKETS - 1 } else { b }
+    let b = if ns == 0 {
+        0
+    } else {
+        63 - ns.leading_zeros() as usize
+    };
+    if b >= LATENCY_BUCKETS {
+        LATENCY_BUCKETS - 1
+    } else {
+        b
+    }
 }
 
 pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let tid = ctx.pid();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out at once; only this thread writes its own entry.
-    let Some(inflight) = (unsafe { SYSCALL_INFLIGHT.get(tid) }).copied() else {
+    let Some(inflight) = (unsafe { SYSCALL_INFLIGHT.get(&tid) }).copied() else {
+        // Untargeted, or a call that was already running when tracing began (or whose entry
+        // found the in-flight map full): only the latter two are counted.
+        if is_target(tgid, current_cgroup_id()) {
+            count(SyscallStat::UnmatchedExit);
+        }
         return Ok(());
     };
-    let _ = SYSCALL_INFLIGHT.remove(tid);
+    let _ = SYSCALL_INFLIGHT.remove(&tid);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let duration = now.saturating_sub(inflight.enter_ns);
     let ret: i64 = ctx.arg(1);
     let failed = ret < 0 && ret >= -MAX_ERRNO;
-    let tgid = ctx.tgid();
     let cgroup_id = current_cgroup_id();
     let nr = inflight.nr as u32;
-    let key = SyscallKey { cgroup_id, tgid, nr };
+    let key = SyscallKey {
+        cgroup_id,
+        tgid,
+        nr,
+    };
 
     let stats = match SYSCALL_STATS.get_ptr_mut(&key) {
         Some(stats) => stats,
@@ -113,12 +141,21 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
     if failed {
-        let errno_key = SyscallErrnoKey { cgroup_id, tgid, nr, errno: (-ret) as u32, _pad: 0 };
+        let errno_key = SyscallErrnoKey {
+            cgroup_id,
+            tgid,
+            nr,
+            errno: (-ret) as u32,
+            _pad: 0,
+        };
         match SYSCALL_ERRNOS.get_ptr_mut(&errno_key) {
             // SAFETY: as above.
             Some(n) => unsafe { *n += 1 },
             None => {
-                if SYSCALL_ERRNOS.insert(&errno_key, &1, BPF_NOEXIST as u64).is_err() {
+                if SYSCALL_ERRNOS
+                    .insert(&errno_key, &1, BPF_NOEXIST as u64)
+                    .is_err()
+                {
                     count(SyscallStat::ErrnoFull);
                 }
             }

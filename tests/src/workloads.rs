@@ -1,11 +1,12 @@
 //! The workloads in `tests/workloads/`, built from source by the tests and cached by content.
 //!
-//! C workloads are built with `gcc -O2 -g -fno-omit-frame-pointer`, the Rust one with
+//! C workloads are built with `gcc -O2 -g -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer`,
+//! the Rust one with
 //! `rustc -O -g -C force-frame-pointers=yes`: frame pointers so that every profiler walks the
 //! same stacks, debug info so that they name the same functions. Binaries land in
-//! `<target>/flamewarden-tests/workloads/NAME-HASH`, where HASH covers the sources, the compiler
-//! command and the compiler's version: a changed source or compiler builds anew, an unchanged
-//! one is reused.
+//! `<target>/flamewarden-tests/workloads/NAME-HASH/NAME`, where HASH covers the sources, the
+//! compiler command and the compiler's version: a changed source or compiler builds anew, an
+//! unchanged one is reused.
 
 use std::{
     collections::HashMap,
@@ -103,6 +104,12 @@ fn build(workload: Workload) -> PathBuf {
             "-pthread",
         ];
         let mut flags = flags.map(str::to_owned).to_vec();
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            // GCC leaves the frame pointer out of leaf functions even with
+            // -fno-omit-frame-pointer on some distributions; a frame-pointer unwinder then skips
+            // the leaf's caller (main would vanish from every stack).
+            flags.push("-mno-omit-leaf-frame-pointer".to_owned());
+        }
         flags.push(include);
         ("gcc".to_owned(), flags)
     };
@@ -120,19 +127,25 @@ fn build(workload: Workload) -> PathBuf {
     key.write(&compiler_version(&compiler));
 
     let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
-    let dir = target_dir().join("flamewarden-tests").join("workloads");
-    let binary = dir.join(format!("{stem}-{:016x}", key.finish()));
+    // The binary keeps its plain name (it becomes the process's comm); the hash names its
+    // directory.
+    let cache = target_dir().join("flamewarden-tests").join("workloads");
+    let dir = cache.join(format!("{stem}-{:016x}", key.finish()));
+    let binary = dir.join(&stem);
     if binary.is_file() {
         return binary;
     }
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
-    // Build next to the final name and rename: a concurrent test run never sees half a binary.
-    let partial = dir.join(format!("{stem}.partial-{}", std::process::id()));
+    // Build in a directory of our own and rename it into place: a concurrent test run never
+    // sees half a binary.
+    let partial = cache.join(format!("{stem}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial)
+        .unwrap_or_else(|e| panic!("failed to create {}: {e}", partial.display()));
     let output = Command::new(&compiler)
         .args(&flags)
         .arg(&source)
         .arg("-o")
-        .arg(&partial)
+        .arg(partial.join(&stem))
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -141,7 +154,7 @@ fn build(workload: Workload) -> PathBuf {
             )
         });
     if !output.status.success() {
-        let _ = fs::remove_file(&partial);
+        let _ = fs::remove_dir_all(&partial);
         panic!(
             "{compiler} failed to build {} ({}):\n{}",
             source.display(),
@@ -149,8 +162,16 @@ fn build(workload: Workload) -> PathBuf {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    fs::rename(&partial, &binary)
-        .unwrap_or_else(|e| panic!("failed to move {} into place: {e}", partial.display()));
+    if fs::rename(&partial, &dir).is_err() {
+        // Another run got there first; its binary is as good as ours.
+        let _ = fs::remove_dir_all(&partial);
+    }
+    assert!(
+        binary.is_file(),
+        "building {} left no {}",
+        source.display(),
+        binary.display()
+    );
     binary
 }
 

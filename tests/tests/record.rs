@@ -383,11 +383,19 @@ fn every_thread_of_a_multithreaded_process_is_sampled_under_its_own_name() {
     let recording = Recording::run(args!["--", Workload::Threads.path()]);
     recording.assert_exit_code(0);
     let folded = recording.folded();
+    // Four busy threads run on every CPU there is: the count also checks that no CPU is missed.
+    let cpu_seconds = reported_cpu_seconds(&recording.run.stdout);
+    let ratio = folded.total() as f64 / (99.0 * cpu_seconds);
     eprintln!(
-        "{} samples: {}; comms {:?}",
+        "{} samples for {cpu_seconds:.3} CPU-s (ratio {ratio:.3}): {}; comms {:?}",
         folded.total(),
         folded.top(6),
         folded.comms()
+    );
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "{} samples for {cpu_seconds:.3} CPU seconds of four threads at 99 Hz",
+        folded.total()
     );
     for (comm, function) in [
         ("fw-alpha", "thread_alpha_spin"),

@@ -6,13 +6,13 @@
 //! `collect::mappings::MappingTracker`. [`Symbolizer`] turns (process, address) into
 //! [`crate::profile::Frame`]s, reading each file once.
 
+mod events;
 mod maps;
 mod pinned;
 mod symbolizer;
 mod vdso;
 
-pub use maps::{
-    AddressSpaces, FileId, FileIdentity, FileKey, MappingEvent, Resolved, parse_proc_maps,
-};
+pub use events::{FileIdentity, FileKey, MappingEvent, parse_proc_maps};
+pub use maps::{AddressSpaces, FileId, Resolved};
 pub use pinned::{DEFAULT_PINNED_FILES, PinnedFiles};
 pub use symbolizer::{KERNEL_MODULE, Symbolizer, strip_rust_hash};

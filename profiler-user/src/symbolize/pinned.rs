@@ -17,7 +17,7 @@ use std::{
     sync::Arc,
 };
 
-use super::maps::{FileIdentity, FileKey};
+use super::events::{FileIdentity, FileKey};
 
 /// How many files [`PinnedFiles::default`] keeps open at most.
 pub const DEFAULT_PINNED_FILES: usize = 1024;

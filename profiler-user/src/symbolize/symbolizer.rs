@@ -12,7 +12,8 @@ use blazesym::{
 };
 
 use super::{
-    maps::{AddressSpaces, FileId, FileKey},
+    events::FileKey,
+    maps::{AddressSpaces, FileId},
     vdso::VdsoImage,
 };
 use crate::profile::{Frame, FrameKind};
@@ -274,7 +275,7 @@ pub fn strip_rust_hash(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbolize::maps::MappingEvent;
+    use crate::symbolize::MappingEvent;
 
     #[test]
     fn strips_rust_hashes_and_llvm_suffixes_only() {

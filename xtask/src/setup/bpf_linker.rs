@@ -50,7 +50,7 @@ pub fn ensure(sysroot: &Path) -> anyhow::Result<Outcome> {
         ))),
         Err(why) => {
             println!(
-                "setup  bpf-linker building: {} {why}; this takes a few minutes",
+                "setup  bpf-linker  building   {} {why}; this takes a few minutes",
                 linker.display()
             );
             install(&prefix, &llvm)?;
