@@ -18,7 +18,7 @@ pub enum LaunchError {
     #[error("argument {0:?} contains a NUL byte")]
     Nul(OsString),
     /// A system call failed while preparing the child.
-    #[error("{call} failed: {source}")]
+    #[error("{call} failed")]
     Sys {
         /// The call that failed.
         call: &'static str,
@@ -27,7 +27,7 @@ pub enum LaunchError {
         source: io::Error,
     },
     /// exec failed in the child (e.g. no such file).
-    #[error("cannot execute {program:?}: {source}")]
+    #[error("cannot execute {program:?}")]
     Exec {
         /// The program.
         program: OsString,

@@ -7,8 +7,11 @@
 
 pub mod cli;
 pub mod collect;
+pub mod guard;
 pub mod launch;
+pub mod policy;
 pub mod probes;
 pub mod profile;
 pub mod record;
 pub mod symbolize;
+pub mod syscalls;

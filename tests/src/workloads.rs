@@ -1,9 +1,9 @@
 //! The workloads in `tests/workloads/`, built from source by the tests and cached by content.
 //!
-//! C workloads are built with `gcc -O2 -g -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer`,
-//! the Rust one with
+//! C workloads are built with `gcc -O2 -g -fno-omit-frame-pointer`, the Rust one with
 //! `rustc -O -g -C force-frame-pointers=yes`: frame pointers so that every profiler walks the
-//! same stacks, debug info so that they name the same functions. Binaries land in
+//! same stacks (see also `busy_loop.h` on leaf functions), debug info so that they name the same
+//! functions. Binaries land in
 //! `<target>/flamewarden-tests/workloads/NAME-HASH/NAME`, where HASH covers the sources, the
 //! compiler command and the compiler's version: a changed source or compiler builds anew, an
 //! unchanged one is reused.
@@ -104,12 +104,6 @@ fn build(workload: Workload) -> PathBuf {
             "-pthread",
         ];
         let mut flags = flags.map(str::to_owned).to_vec();
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-            // GCC leaves the frame pointer out of leaf functions even with
-            // -fno-omit-frame-pointer on some distributions; a frame-pointer unwinder then skips
-            // the leaf's caller (main would vanish from every stack).
-            flags.push("-mno-omit-leaf-frame-pointer".to_owned());
-        }
         flags.push(include);
         ("gcc".to_owned(), flags)
     };

@@ -1,9 +1,11 @@
 //! `flamewarden record` against the real kernel: what it samples, what it leaves out and what it
 //! writes (its errors are in `record_errors.rs`).
 //!
-//! Run with `cargo test --release -p flamewarden-tests -- --test-threads=1`: the tests measure
-//! CPU shares, and two of them running at once would only add noise. Every test prints what it
-//! measured (see it with `--nocapture`).
+//! Run with `cargo test --release -p flamewarden-tests --no-fail-fast -- --test-threads=1`: the
+//! tests measure CPU shares, and two of them running at once would only add noise. Every test
+//! prints what it measured (see it with `--nocapture`). They need root; without it (or without
+//! BPF) they say `skipping test - <reason>`, unless `CI=true` or `FLAMEWARDEN_REQUIRE_BPF=1`
+//! make that a failure.
 
 mod support;
 
@@ -70,6 +72,22 @@ fn cpu_mix_self_shares_match_the_expected_split_and_perf() {
     let recording = Recording::run(args!["-F", freq, "--", cpu_mix]);
     recording.assert_exit_code(0);
     let ours = recording.folded();
+    // Whole stacks, not just leaves: every sample of the process goes through main.
+    let through_main = ours.total_share("main");
+    let cpu_seconds = reported_cpu_seconds(&recording.run.stdout);
+    let ratio = ours.total() as f64 / (f64::from(SHARE_FREQUENCY_HZ) * cpu_seconds);
+    eprintln!(
+        "{through_main:.1} % of the samples under main; {ratio:.3} samples per expected sample"
+    );
+    assert!(
+        through_main > 95.0,
+        "only {through_main:.1} % of the samples have main on their stack"
+    );
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "{} samples for {cpu_seconds:.3} CPU-s at {freq} Hz",
+        ours.total()
+    );
     let perf = perf_record(SHARE_FREQUENCY_HZ, &cpu_mix, [] as [&str; 0]);
     eprintln!("flamewarden: {} samples: {}", ours.total(), ours.top(5));
     eprintln!(
@@ -151,6 +169,22 @@ fn command_recording_leaves_out_a_busy_process_beside_it() {
         json.stacks.iter().all(|s| s.tgid != bystander.pid()),
         "a stack of the bystander's pid"
     );
+    // The command owns stdout; the hot-path table goes to stderr.
+    assert_eq!(
+        recording.run.stdout.lines().count(),
+        1,
+        "stdout: {:?}",
+        recording.run.stdout
+    );
+    assert!(
+        recording.run.stdout.starts_with("cpu_seconds="),
+        "stdout: {:?}",
+        recording.run.stdout
+    );
+    assert!(
+        recording.run.stderr.contains("hot_function"),
+        "no hot-path table on stderr"
+    );
     assert!(
         folded.self_share("hot_function") > 40.0,
         "the command itself is missing: {}",
@@ -188,6 +222,11 @@ fn pid_recording_profiles_the_given_processes_and_nothing_else() {
         !folded.any_frame(|f| f == "spin_outside_target"),
         "the outside process was sampled: {}",
         folded.top(8)
+    );
+    // No command: the hot-path table goes to stdout.
+    assert!(
+        recording.run.stdout.contains("spin_in_target_a"),
+        "no hot-path table on stdout"
     );
     let sampled: BTreeSet<u32> = by_pid.keys().copied().collect();
     assert_eq!(
@@ -558,4 +597,31 @@ fn sigint_during_system_wide_recording_still_writes_every_output() {
             > 1,
         "only one process in a system-wide profile"
     );
+}
+
+#[test]
+fn the_commands_exit_code_is_flamewardens_exit_code() {
+    if !require_bpf() {
+        return;
+    }
+    // Busy for a moment, so that the profile is not empty.
+    let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exit 7";
+    let recording = Recording::run(args!["--", "/bin/sh", "-c", script]);
+    eprintln!("{} samples", recording.folded().total());
+    recording.assert_exit_code(7);
+    assert_json_is_valid(&recording);
+}
+
+#[test]
+fn a_command_too_short_to_be_sampled_still_gets_its_exit_code_and_outputs() {
+    // Judges run programs that live a few milliseconds: an empty profile is a result, not an
+    // error.
+    if !require_bpf() {
+        return;
+    }
+    let recording = Recording::run(args!["--", "/bin/sh", "-c", "exit 7"]);
+    recording.assert_exit_code(7);
+    let json = assert_json_is_valid(&recording);
+    eprintln!("{} samples", json.total_weight);
+    svg_titles(&recording.output_text("svg"));
 }

@@ -38,6 +38,13 @@ fn assert_one_line_error(args: &[&str], needle: &str) -> Run {
         "the error line must name {needle:?}: {:?}",
         lines[0]
     );
+    // One line a user can act on: a cause is said once (`...: No such file: No such file` is not).
+    let parts: Vec<&str> = lines[0].split(": ").collect();
+    assert!(
+        parts.windows(2).all(|w| w[0] != w[1]),
+        "the error line repeats itself: {:?}",
+        lines[0]
+    );
     run
 }
 
@@ -77,4 +84,13 @@ fn recording_without_a_target_fails_saying_which_targets_exist() {
             run.stderr
         );
     }
+}
+
+#[test]
+fn a_command_that_cannot_be_started_fails_naming_it() {
+    if !require_bpf() {
+        return;
+    }
+    let command = "/nonexistent/flamewarden-test-command";
+    assert_one_line_error(&["record", "--", command], command);
 }

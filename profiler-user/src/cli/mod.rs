@@ -1,7 +1,10 @@
 //! Command-line interface: clap derive, one module per subcommand.
 
+pub mod exec;
 pub mod output;
+pub mod policy;
 pub mod record;
+pub mod syscalls;
 
 use std::{
     process::ExitCode,
@@ -27,6 +30,12 @@ pub struct Cli {
 pub enum Command {
     /// Record CPU samples and write a flamegraph, folded stacks or JSON, plus a hot-path table.
     Record(record::RecordArgs),
+    /// Count, time and errors of syscalls per syscall, process or cgroup; stream slow calls.
+    Syscalls(syscalls::SyscallsArgs),
+    /// Validate a sandbox policy (`check`) or say what it allows (`explain`).
+    Policy(policy::PolicyArgs),
+    /// Apply a policy's Landlock, seccomp and rlimit layers to this process, then exec COMMAND.
+    Exec(exec::ExecArgs),
 }
 
 /// Registers SIGINT and SIGTERM on a flag that long-running commands poll.
@@ -45,6 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
         Command::Record(args) => record::run(args),
+        Command::Syscalls(args) => syscalls::run(args),
+        Command::Policy(args) => policy::run(args),
+        Command::Exec(args) => exec::run(args),
     }
 }
 

@@ -62,6 +62,10 @@ fn write_one(profile: &Profile, output: &Output, title: &str) -> anyhow::Result<
     }
     let mut w = BufWriter::new(File::create(&output.path)?);
     match output.format {
+        OutputFormat::Svg if profile.stacks.is_empty() => {
+            // A judge run can end before the first sample; that is a result, not an error.
+            write_empty_svg(profile, title, &mut w)?;
+        }
         OutputFormat::Svg => {
             let opts = flamegraph::SvgOptions { title: title.to_owned(), ..Default::default() };
             flamegraph::write_svg(profile, &opts, &mut w)?;
@@ -71,6 +75,22 @@ fn write_one(profile: &Profile, output: &Output, title: &str) -> anyhow::Result<
     }
     w.flush()?;
     Ok(())
+}
+
+/// An SVG that says no sample was taken, with the completeness line.
+fn write_empty_svg(profile: &Profile, title: &str, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let line = crate::profile::report::completeness_line(&profile.completeness, profile.meta.weight_unit);
+    write!(
+        w,
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"90\" \
+         xmlns=\"http://www.w3.org/2000/svg\"><text x=\"600\" y=\"24\" text-anchor=\"middle\" \
+         font-size=\"17\">{}</text><text x=\"600\" y=\"50\" text-anchor=\"middle\" font-size=\"14\">\
+         no samples: the target did not run on a CPU long enough to be sampled</text>\
+         <text x=\"600\" y=\"74\" text-anchor=\"middle\" font-size=\"12\">{}</text></svg>\n",
+        escape(title),
+        escape(&line)
+    )
 }
 
 /// Whether `path` exists or its directory does (so a typo fails before recording).

@@ -8,7 +8,7 @@ use super::output::{self, Output};
 use crate::{
     probes::MapSizes,
     profile::report,
-    record::{RecordOptions, RecordTarget, record},
+    record::{RecordMode, RecordOptions, RecordTarget, record},
 };
 
 /// Arguments of `flamewarden record`.
@@ -16,7 +16,9 @@ use crate::{
 #[command(after_help = "Examples:\n  flamewarden record -o cpu.svg -- ./solution < input.txt\n  \
     flamewarden record -p 1234 -d 30 -o api.svg -o api.json\n  \
     flamewarden record --cgroup /sys/fs/cgroup/unified/judge/run42 -o run.folded\n  \
-    flamewarden record -a -F 999 -d 10 -o system.svg")]
+    flamewarden record -a -F 999 -d 10 -o system.svg\n  \
+    flamewarden record --off-cpu --min-block 100us -p 1234 -d 10 -o blocked.svg\n  \
+    flamewarden record --wall -o wall.svg -- ./solution")]
 pub struct RecordArgs {
     /// Profile these processes (repeatable; all their threads).
     #[arg(short, long = "pid", value_name = "PID")]
@@ -30,6 +32,17 @@ pub struct RecordArgs {
     /// Sampling frequency per CPU, in Hz.
     #[arg(short = 'F', long, default_value_t = 99, value_name = "HZ")]
     pub frequency: u64,
+    /// Record blocked time instead of CPU samples: how long each stack waited off the CPU
+    /// (from sched_switch), weighted in ns, under an `[off-cpu]` frame.
+    #[arg(long, conflicts_with = "wall")]
+    pub off_cpu: bool,
+    /// Wall-clock time: CPU samples converted to time plus blocked time (under `[off-cpu]`,
+    /// drawn in blue) in one profile, weighted in ns.
+    #[arg(long)]
+    pub wall: bool,
+    /// Shortest block recorded with --off-cpu or --wall (e.g. 1us, 500us, 2ms).
+    #[arg(long, value_name = "DURATION", default_value = "1us", value_parser = super::syscalls::parse_duration)]
+    pub min_block: Duration,
     /// Stop after SECS seconds (default: when COMMAND exits, or on Ctrl-C).
     #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
@@ -65,24 +78,35 @@ pub fn parse_secs(arg: &str) -> Result<Duration, String> {
 impl RecordArgs {
     /// The single target these arguments name.
     pub fn target(&self) -> anyhow::Result<RecordTarget> {
-        let given = [!self.command.is_empty(), !self.pids.is_empty(), !self.cgroups.is_empty(), self.all]
-            .iter()
-            .filter(|&&b| b)
-            .count();
-        anyhow::ensure!(
-            given == 1,
-            "give exactly one target: -- COMMAND, -p PID, --cgroup PATH or -a ({given} given)"
-        );
-        Ok(if !self.command.is_empty() {
-            RecordTarget::Command(self.command.clone())
-        } else if !self.pids.is_empty() {
-            RecordTarget::Pids(self.pids.clone())
-        } else if !self.cgroups.is_empty() {
-            RecordTarget::Cgroups(self.cgroups.clone())
-        } else {
-            RecordTarget::All
-        })
+        choose_target(&self.command, &self.pids, &self.cgroups, self.all)
     }
+}
+
+/// The single target of `-- COMMAND`, `-p PID`, `--cgroup PATH` or `-a`; an error unless exactly
+/// one kind is given.
+pub fn choose_target(
+    command: &[OsString],
+    pids: &[u32],
+    cgroups: &[PathBuf],
+    all: bool,
+) -> anyhow::Result<RecordTarget> {
+    let given = [!command.is_empty(), !pids.is_empty(), !cgroups.is_empty(), all]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    anyhow::ensure!(
+        given == 1,
+        "give exactly one target: -- COMMAND, -p PID, --cgroup PATH or -a ({given} given)"
+    );
+    Ok(if !command.is_empty() {
+        RecordTarget::Command(command.to_vec())
+    } else if !pids.is_empty() {
+        RecordTarget::Pids(pids.to_vec())
+    } else if !cgroups.is_empty() {
+        RecordTarget::Cgroups(cgroups.to_vec())
+    } else {
+        RecordTarget::All
+    })
 }
 
 /// Runs `flamewarden record`.
@@ -98,8 +122,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let with_command = matches!(target, RecordTarget::Command(_));
     let stop = super::stop_flag()?;
+    let mode = if args.wall {
+        RecordMode::Wall
+    } else if args.off_cpu {
+        RecordMode::OffCpu
+    } else {
+        RecordMode::Cpu
+    };
     let opts = RecordOptions {
         target,
+        mode,
+        min_block_ns: args.min_block.as_nanos().min(u64::MAX as u128) as u64,
         frequency_hz: args.frequency,
         duration: args.duration,
         map_sizes: MapSizes { sample_keys: args.max_keys, stacks: args.max_stacks },
@@ -138,6 +171,7 @@ mod tests {
     fn record_args(args: &[&str]) -> super::RecordArgs {
         match parse(args).unwrap().command {
             Command::Record(r) => r,
+            other => panic!("not record: {other:?}"),
         }
     }
 
@@ -156,6 +190,16 @@ mod tests {
         assert!(err.contains("exactly one target"), "{err}");
         let err = record_args(&["record", "-a", "-p", "1"]).target().unwrap_err().to_string();
         assert!(err.contains("2 given"), "{err}");
+    }
+
+    #[test]
+    fn off_cpu_and_wall_take_a_minimum_block_and_exclude_each_other() {
+        let r = record_args(&["record", "--off-cpu", "--min-block", "250us", "-a"]);
+        assert!(r.off_cpu && !r.wall);
+        assert_eq!(r.min_block.as_micros(), 250);
+        assert_eq!(record_args(&["record", "--wall", "-a"]).min_block.as_nanos(), 1_000);
+        assert!(parse(&["record", "--wall", "--off-cpu", "-a"]).is_err());
+        assert!(parse(&["record", "--off-cpu", "--min-block", "soon", "-a"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The only code that reads BPF maps, ring buffers and perf buffers; yields typed data.
 
 pub mod mappings;
+pub mod offcpu;
 pub mod samples;
+pub mod syscalls;
 
 pub use samples::{RawSamples, SampleCounters, drain_samples};

@@ -25,7 +25,7 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The policy file could not be read.
-    #[error("cannot read policy {}: {source}", path.display())]
+    #[error("cannot read policy {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,

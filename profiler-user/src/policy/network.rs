@@ -70,7 +70,7 @@ fn mask_host_bits(addr: &mut [u8; 16], prefix_len: u8, max_prefix: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::parse_allow;
-    use crate::policy::compiled::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+    use super::super::compiled::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
     #[test]
     fn allow_entries_parse_to_map_ready_fields() {

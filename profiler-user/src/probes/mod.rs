@@ -3,6 +3,8 @@
 mod cpu;
 mod error;
 mod lifecycle;
+mod offcpu;
+mod syscalls;
 pub mod system;
 mod targets;
 pub mod tracefs;
@@ -12,6 +14,8 @@ use aya::{Ebpf, EbpfLoader};
 pub use cpu::CpuSampler;
 pub use error::ProbeError;
 pub use lifecycle::ForkFollower;
+pub use offcpu::OffCpuTracer;
+pub use syscalls::SyscallTracer;
 pub use targets::{CgroupTarget, Targets};
 
 /// The eBPF object built by `build.rs`; empty when the crate was built without bpf-linker.

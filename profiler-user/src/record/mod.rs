@@ -3,26 +3,27 @@
 //! on-demand profiles all go through [`record`].
 
 pub mod assemble;
+pub mod session;
+pub mod wall;
 
 use std::{
     ffi::OsString,
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
-    thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::atomic::AtomicBool,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use profiler_common::TARGET_FOLLOW_FORKS;
-
 pub use assemble::{FrameResolver, assemble};
+pub use session::{EndWatch, Progress, Session};
 
 use crate::{
     collect::{
-        drain_samples,
+        RawSamples, drain_samples,
         mappings::{MappingError, MappingTracker, TrackerOptions},
+        offcpu::drain_offcpu,
     },
-    launch::{self, ExitStatus, LaunchError, StoppedChild},
-    probes::{self, CgroupTarget, CpuSampler, ForkFollower, MapSizes, ProbeError, Targets},
+    launch::{ExitStatus, LaunchError},
+    probes::{self, CpuSampler, MapSizes, OffCpuTracer, ProbeError},
     profile::{Frame, Profile, ProfileMeta, WeightUnit},
     symbolize::{AddressSpaces, Symbolizer},
 };
@@ -40,13 +41,29 @@ pub enum RecordTarget {
     All,
 }
 
+/// Which time a profile shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordMode {
+    /// CPU samples (weights are sample counts).
+    #[default]
+    Cpu,
+    /// Blocked time from `sched_switch` (weights in ns), under an `[off-cpu]` frame.
+    OffCpu,
+    /// Both: CPU samples converted to time, plus blocked time under `[off-cpu]` (ns).
+    Wall,
+}
+
 /// How to record.
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
     /// What to record.
     pub target: RecordTarget,
-    /// Sampling frequency per CPU.
+    /// CPU, off-CPU or wall-clock time.
+    pub mode: RecordMode,
+    /// Sampling frequency per CPU (CPU and wall-clock modes).
     pub frequency_hz: u64,
+    /// Shortest block recorded, ns (off-CPU and wall-clock modes).
+    pub min_block_ns: u64,
     /// Stop after this long (otherwise when the command exits, or on the stop flag).
     pub duration: Option<Duration>,
     /// Map capacities.
@@ -85,122 +102,83 @@ pub enum RecordError {
 /// How often the wait loop looks at the stop flag, the deadline and the child.
 const POLL: Duration = Duration::from_millis(20);
 
-fn describe(target: &RecordTarget) -> String {
-    match target {
-        RecordTarget::Command(_) => "command".into(),
-        RecordTarget::Pids(pids) => {
-            format!("pid {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
-        }
-        RecordTarget::Cgroups(paths) => format!(
-            "cgroup {}",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
-        ),
-        RecordTarget::All => "all".into(),
-    }
-}
-
 /// Records until the command exits, the duration passes or `stop` becomes true.
 pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, RecordError> {
-    if opts.frequency_hz == 0 || opts.frequency_hz > max_sample_rate() {
+    let sampling = opts.mode != RecordMode::OffCpu;
+    let blocking = opts.mode != RecordMode::Cpu;
+    if sampling && (opts.frequency_hz == 0 || opts.frequency_hz > max_sample_rate()) {
         return Err(RecordError::Frequency(opts.frequency_hz));
     }
-    probes::system::check_privileges()?;
-    let mut targets = Targets::default();
-    let mut child = None;
-    let mut snapshot_pids = None;
-    match &opts.target {
-        RecordTarget::Command(argv) => {
-            let stopped = StoppedChild::spawn(argv)?;
-            targets.tgids.push((stopped.pid(), TARGET_FOLLOW_FORKS));
-            snapshot_pids = Some(Vec::new());
-            child = Some(stopped);
-        }
-        RecordTarget::Pids(pids) => {
-            let mut tgids = Vec::new();
-            for &pid in pids {
-                tgids.push(probes::system::tgid_of(pid)?);
-            }
-            targets.tgids = tgids.iter().map(|&t| (t, 0)).collect();
-            snapshot_pids = Some(tgids);
-        }
-        RecordTarget::Cgroups(paths) => {
-            for path in paths {
-                targets.cgroups.push(CgroupTarget::from_path(path)?);
-            }
-        }
-        RecordTarget::All => targets.all = true,
-    }
+    let mut session = Session::prepare(&opts.target)?;
 
     // Mappings are tracked before anything runs, so that no exec or mmap is missed.
     let tracker = MappingTracker::start(TrackerOptions::default())?;
     let mut ebpf = probes::load(opts.map_sizes)?;
-    targets.apply(&mut ebpf)?;
-    let _follower = if targets.follows_forks() { Some(ForkFollower::attach(&mut ebpf)?) } else { None };
-    let seed = AddressSpaces::snapshot_proc(snapshot_pids.as_deref());
-    let started = Instant::now();
+    session.apply(&mut ebpf)?;
+    let seed = AddressSpaces::snapshot_proc(session.snapshot_pids());
     let started_at_unix_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let sampler = CpuSampler::attach(&mut ebpf, opts.frequency_hz)?;
-    let command = match &opts.target {
-        RecordTarget::Command(argv) => {
-            Some(argv.iter().map(|a| a.to_string_lossy().into_owned()).collect())
-        }
-        _ => None,
-    };
-    let child_pid = match child {
-        Some(stopped) => Some(stopped.release()?),
-        None => None,
-    };
+    let sampler =
+        if sampling { Some(CpuSampler::attach(&mut ebpf, opts.frequency_hz)?) } else { None };
+    let offcpu =
+        if blocking { Some(OffCpuTracer::attach(&mut ebpf, opts.min_block_ns)?) } else { None };
+    session.release()?;
 
-    let exit_status = wait_for_end(child_pid, opts.duration, started, stop)?;
-    let duration_ms = started.elapsed().as_millis() as u64;
-    sampler.stop(&mut ebpf)?;
-    let raw = drain_samples(&ebpf)?;
+    let mut watch = session.watch(opts.duration);
+    let exit_status = watch.wait(stop, POLL)?;
+    let duration_ms = watch.started().elapsed().as_millis() as u64;
+    if let Some(sampler) = sampler {
+        sampler.stop(&mut ebpf)?;
+    }
+    if let Some(offcpu) = offcpu {
+        offcpu.stop(&mut ebpf)?;
+    }
+    let on_cpu = if sampling { Some(drain_samples(&ebpf)?) } else { None };
+    let off_cpu = if blocking { Some(drain_offcpu(&ebpf)?.0) } else { None };
     let (spaces, mapping_stats) = tracker.stop(seed);
     drop(ebpf);
 
     let meta = ProfileMeta {
-        target: describe(&opts.target),
-        command,
-        frequency_hz: opts.frequency_hz,
+        target: session.description().to_owned(),
+        command: session.command().map(<[String]>::to_vec),
+        frequency_hz: if sampling { opts.frequency_hz } else { 0 },
         duration_ms,
         started_at_unix_ms,
-        weight_unit: WeightUnit::Samples,
+        weight_unit: if opts.mode == RecordMode::Cpu {
+            WeightUnit::Samples
+        } else {
+            WeightUnit::Nanoseconds
+        },
     };
     let mut resolver = Resolver { spaces: &spaces, symbolizer: Symbolizer::new() };
-    let mut profile = assemble(&raw, meta, &mut resolver);
+    let mut profile = build_profile(meta, on_cpu.as_ref(), off_cpu.as_ref(), &mut resolver);
     profile.completeness.mapping_records_lost = mapping_stats.lost;
     Ok(Recording { profile, exit_status })
 }
 
-/// Waits for the child to exit, the deadline or the stop flag; with a child, a stop request is
-/// passed on as SIGINT and the child is still waited for (its last samples count).
-fn wait_for_end(
-    child: Option<u32>,
-    duration: Option<Duration>,
-    started: Instant,
-    stop: &AtomicBool,
-) -> Result<Option<ExitStatus>, RecordError> {
-    let mut interrupted = false;
-    loop {
-        if let Some(pid) = child {
-            if let Some(status) = launch::wait(pid, false).map_err(RecordError::Wait)? {
-                return Ok(Some(status));
-            }
+/// The profile of a recording from its CPU samples and/or its blocked time.
+fn build_profile(
+    meta: ProfileMeta,
+    on_cpu: Option<&RawSamples>,
+    off_cpu: Option<&RawSamples>,
+    resolver: &mut impl FrameResolver,
+) -> Profile {
+    let frequency_hz = meta.frequency_hz;
+    let off = off_cpu.map(|raw| {
+        let mut profile = assemble(raw, meta.clone(), resolver);
+        wall::mark_off_cpu(&mut profile);
+        profile
+    });
+    match (on_cpu, off) {
+        (Some(raw), None) => assemble(raw, meta, resolver),
+        (None, Some(off)) => off,
+        (Some(raw), Some(off)) => {
+            let mut profile = assemble(raw, meta, resolver);
+            wall::samples_to_time(&mut profile, frequency_hz);
+            wall::merge_into(&mut profile, off);
+            profile
         }
-        let timed_out = duration.is_some_and(|d| started.elapsed() >= d);
-        if stop.load(Ordering::Relaxed) || timed_out {
-            match child {
-                None => return Ok(None),
-                Some(pid) if !interrupted => {
-                    interrupted = true;
-                    // SAFETY: sending a signal to our own child.
-                    unsafe { libc::kill(pid as i32, if timed_out { libc::SIGTERM } else { libc::SIGINT }) };
-                }
-                Some(_) => {}
-            }
-        }
-        thread::sleep(POLL);
+        (None, None) => Profile::new(meta),
     }
 }
 

@@ -42,6 +42,8 @@ const COOLDOWN: Duration = Duration::from_millis(500);
 /// Longest wait for a profiler or perf's post-processing to finish.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_COST_SECS: f64 = 60.0;
+/// Measurements under perf, in all, before its failure is final (see [`retry_perf`]).
+const PERF_ATTEMPTS: u32 = 3;
 
 /// The profiler a measurement runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,9 +192,11 @@ fn measure_overhead(
                     .0
                 }
                 Under::Perf => {
-                    let cmd = perf_record(OVERHEAD_HZ, &data);
-                    profiled(cmd, &ctx.out_dir.join("perf-overhead.log"), &data, || {
-                        process::time(&mut workload())
+                    retry_perf(|| {
+                        let cmd = perf_record(OVERHEAD_HZ, &data);
+                        profiled(cmd, &ctx.out_dir.join("perf-overhead.log"), &data, || {
+                            process::time(&mut workload())
+                        })
                     })?
                     .0
                 }
@@ -248,12 +252,14 @@ fn measure_cost(
 
     let data = ctx.out_dir.join("record-cost.perf.data");
     let perf_svg = ctx.out_dir.join("record-cost.perf.svg");
-    let (_, recorded) = profiled(
-        perf_record(COST_HZ, &data),
-        &ctx.out_dir.join("perf-cost.log"),
-        &data,
-        || process::time(&mut workload),
-    )?;
+    let (_, recorded) = retry_perf(|| {
+        profiled(
+            perf_record(COST_HZ, &data),
+            &ctx.out_dir.join("perf-cost.log"),
+            &data,
+            || process::time(&mut workload),
+        )
+    })?;
     let post = perf_to_svg(
         &data,
         &perf_svg,
@@ -299,6 +305,24 @@ fn perf_record(hz: &str, data: &Path) -> Command {
     let mut cmd = Command::new("perf");
     cmd.args(["record", "-a", "-g", "-F", hz, "-o"]).arg(data);
     cmd
+}
+
+/// perf 6.1 sometimes aborts in the build-id pass at the end of `perf record -a`
+/// (`assertion failed at util/build-id.c:1010`, then `stack smashing detected`). Rather than
+/// measure a different perf (`--no-buildid` skips that pass and would flatter it), a failed
+/// perf measurement is repeated, at most [`PERF_ATTEMPTS`] times in all.
+fn retry_perf<T>(mut measure: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match measure() {
+            Err(e) if attempt < PERF_ATTEMPTS => {
+                println!("  perf failed, measuring again ({attempt}/{PERF_ATTEMPTS}): {e:#}");
+                attempt += 1;
+                thread::sleep(COOLDOWN);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Runs `work` while `profiler` records (started [`SETTLE`] before, stopped with SIGINT after),

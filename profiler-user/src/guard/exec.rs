@@ -1,0 +1,224 @@
+//! Preparing the in-process layers before fork, applying them between fork and exec.
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    os::{fd::AsRawFd as _, fd::OwnedFd, unix::ffi::OsStrExt as _},
+    path::{Path, PathBuf},
+};
+
+use seccompiler::BpfProgram;
+use syscalls::Errno;
+
+use super::{GuardError, landlock, seccomp};
+use crate::policy::{CompiledPolicy, Mode};
+
+/// The kernel's `struct rlimit64`, as `prlimit64` takes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KernelRlimit {
+    soft: u64,
+    hard: u64,
+}
+
+/// `struct sock_fprog`: a seccomp program as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it.
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const seccompiler::sock_filter,
+}
+
+/// The Landlock ruleset, seccomp programs and resource limits of one run, built before fork.
+#[derive(Debug)]
+pub struct PreparedLayers {
+    landlock: Option<OwnedFd>,
+    landlock_abi: i32,
+    seccomp: Vec<BpfProgram>,
+    rlimits: Vec<(libc::c_int, KernelRlimit)>,
+    mode: Mode,
+}
+
+impl PreparedLayers {
+    /// Resolves `{workdir}` and `{command}` (both absolute), builds the Landlock ruleset and the
+    /// seccomp programs, and computes the rlimits (never above the current hard limits, which an
+    /// unprivileged process could not raise). In audit mode Landlock is skipped (it cannot log
+    /// without denying) and every seccomp rule only logs.
+    pub fn prepare(policy: &CompiledPolicy, workdir: &Path, command: &Path) -> Result<Self, GuardError> {
+        let paths = policy.resolve_paths(workdir, command)?;
+        let landlock_abi = landlock::kernel_abi();
+        let landlock = match policy.mode {
+            Mode::Audit => None,
+            Mode::Enforce if landlock_abi < 1 => return Err(GuardError::LandlockUnavailable),
+            Mode::Enforce => Some(landlock::build(policy, &paths)?),
+        };
+        Ok(Self {
+            landlock,
+            landlock_abi,
+            seccomp: seccomp::build(&policy.seccomp, policy.mode)?,
+            rlimits: rlimits(policy)?,
+            mode: policy.mode,
+        })
+    }
+
+    /// The kernel's Landlock ABI version (7 on Linux 6.15+); rights newer than the kernel's are
+    /// dropped (best effort), so below 6 signals are not scoped and below 4 TCP is open.
+    pub fn landlock_abi(&self) -> i32 {
+        self.landlock_abi
+    }
+
+    /// Whether a Landlock ruleset will be applied (not in audit mode).
+    pub fn applies_landlock(&self) -> bool {
+        self.landlock.is_some()
+    }
+
+    /// The number of seccomp programs that will be installed.
+    pub fn seccomp_programs(&self) -> usize {
+        self.seccomp.len()
+    }
+
+    /// The policy's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Applies the layers to the calling thread: rlimits, `no_new_privs`, Landlock, then seccomp
+    /// (last, so that its rules cannot refuse the calls before it). Only system calls, no
+    /// allocation or locking: safe in the child of a multi-threaded process between `fork` and
+    /// `execve`. On error the process is partly restricted and should exit.
+    pub fn apply_in_child(&self) -> Result<(), Errno> {
+        for (resource, limit) in &self.rlimits {
+            // SAFETY: prlimit64 on ourselves (pid 0) reads one valid `struct rlimit64` and writes
+            // nothing (null old-limit pointer).
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    *resource,
+                    std::ptr::from_ref(limit),
+                    std::ptr::null_mut::<KernelRlimit>(),
+                )
+            };
+            if rc != 0 {
+                return Err(Errno::last());
+            }
+        }
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Errno::last());
+        }
+        if let Some(ruleset) = &self.landlock {
+            // SAFETY: the fd is a Landlock ruleset we own; flags 0 asks for nothing else.
+            let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
+            if rc != 0 {
+                return Err(Errno::last());
+            }
+        }
+        for program in &self.seccomp {
+            let fprog = SockFprog {
+                len: libc::c_ushort::try_from(program.len()).map_err(|_| Errno::EINVAL)?,
+                filter: program.as_ptr(),
+            };
+            // SAFETY: `fprog` points to a live program of `len` instructions; the kernel copies
+            // it before returning.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, std::ptr::from_ref(&fprog))
+            };
+            if rc != 0 {
+                return Err(Errno::last());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rlimits a policy implies, capped at the current hard limits.
+fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, GuardError> {
+    let limits = &policy.limits;
+    let mut wanted: Vec<(libc::c_int, &'static str, u64, u64)> = vec![(libc::RLIMIT_CORE as libc::c_int, "RLIMIT_CORE", 0, 0)];
+    if let Some(cpu) = limits.cpu_time {
+        // Whole seconds: SIGXCPU at the soft limit, SIGKILL a second later.
+        let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
+        wanted.push((libc::RLIMIT_CPU as libc::c_int, "RLIMIT_CPU", secs, secs + 1));
+    }
+    if let Some(memory) = limits.memory_bytes {
+        // DATA rather than AS: Go and sanitizer runtimes reserve far more address space than
+        // they use; DATA counts what is actually writable.
+        wanted.push((libc::RLIMIT_DATA as libc::c_int, "RLIMIT_DATA", memory, memory));
+    }
+    if let Some(output) = limits.output_bytes {
+        wanted.push((libc::RLIMIT_FSIZE as libc::c_int, "RLIMIT_FSIZE", output, output));
+    }
+    if let Some(tasks) = limits.tasks {
+        // Per user, and ignored for root: a backup for the pids cgroup.
+        wanted.push((libc::RLIMIT_NPROC as libc::c_int, "RLIMIT_NPROC", u64::from(tasks), u64::from(tasks)));
+    }
+    wanted
+        .into_iter()
+        .map(|(resource, name, soft, hard)| {
+            let mut current = KernelRlimit { soft: 0, hard: 0 };
+            // SAFETY: reads our own limit into a valid `struct rlimit64`.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_prlimit64, 0, resource, std::ptr::null::<KernelRlimit>(), std::ptr::from_mut(&mut current))
+            };
+            if rc != 0 {
+                return Err(GuardError::Rlimit { name, source: std::io::Error::last_os_error() });
+            }
+            let hard = hard.min(current.hard);
+            Ok((resource, KernelRlimit { soft: soft.min(hard), hard }))
+        })
+        .collect()
+}
+
+/// Finds `command` like `execvp` does: a name with a `/` as is, otherwise the first executable
+/// file of that name on `PATH`. The result is absolute.
+pub fn resolve_command(command: &OsStr) -> Result<PathBuf, GuardError> {
+    let error = |reason: &str| GuardError::Command { command: command.to_string_lossy().into_owned(), reason: reason.to_owned() };
+    if command.is_empty() {
+        return Err(error("empty command"));
+    }
+    let is_executable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if command.as_bytes().contains(&b'/') {
+        let path = std::path::absolute(command).map_err(|e| error(&e.to_string()))?;
+        is_executable(&path).then_some(path)
+    } else {
+        let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&search).map(|dir| dir.join(command)).find(|path| path.is_absolute() && is_executable(path))
+    };
+    found.ok_or_else(|| error("not found, or not an executable file"))
+}
+
+/// A command ready for `execv`: path and arguments as C strings, built before fork.
+#[derive(Debug)]
+pub struct PreparedCommand {
+    path: CString,
+    _args: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+}
+
+impl PreparedCommand {
+    /// `path` is what to execute (see [`resolve_command`]), `args` the full argument vector,
+    /// `args[0]` included.
+    pub fn new(path: &Path, args: &[OsString]) -> Result<Self, GuardError> {
+        let c_string = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| GuardError::Command {
+                command: s.to_string_lossy().into_owned(),
+                reason: "contains a NUL byte".to_owned(),
+            })
+        };
+        let path = c_string(path.as_os_str())?;
+        let args = args.iter().map(|a| c_string(a)).collect::<Result<Vec<_>, _>>()?;
+        let argv = args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        Ok(Self { path, _args: args, argv })
+    }
+
+    /// Executes the command with the current environment; returns only on failure, with why.
+    /// Only a system call: safe between `fork` and `execve`.
+    pub fn exec(&self) -> Errno {
+        // SAFETY: `path` and every `argv` entry are NUL-terminated strings owned by `self`,
+        // and `argv` ends with a null pointer.
+        unsafe { libc::execv(self.path.as_ptr(), self.argv.as_ptr()) };
+        Errno::last()
+    }
+}
