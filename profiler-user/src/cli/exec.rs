@@ -14,10 +14,12 @@ use crate::{
 
 /// Arguments of `flamewarden exec`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  flamewarden exec --policy policies/judge.toml --workdir /tmp/run1 -- ./solution\n  \
+#[command(
+    after_help = "Examples:\n  flamewarden exec --policy policies/judge.toml --workdir /tmp/run1 -- ./solution\n  \
     flamewarden exec --policy policies/interpreted.toml -- /usr/bin/python3 solution.py\n\n\
     The command runs in the work directory. Wall time, fork rate and network addresses are not \
-    enforced here: they need `flamewarden sandbox run` or the judge's own supervisor.")]
+    enforced here: they need `flamewarden sandbox run` or the judge's own supervisor."
+)]
 pub struct ExecArgs {
     /// The sandbox policy (TOML, see docs/policy.md).
     #[arg(long, value_name = "FILE")]
@@ -38,17 +40,22 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    let workdir = std::fs::canonicalize(&workdir).with_context(|| format!("work directory {}", workdir.display()))?;
+    let workdir = std::fs::canonicalize(&workdir)
+        .with_context(|| format!("work directory {}", workdir.display()))?;
     let program = resolve_command(&args.command[0])?;
     let layers = PreparedLayers::prepare(&compiled, &workdir, &program)?;
     let command = PreparedCommand::new(&program, &args.command)?;
     if layers.mode() == Mode::Audit {
         tracing::warn!("audit mode: Landlock is not applied and seccomp rules only log");
     } else if layers.landlock_abi() < 6 {
-        tracing::warn!(abi = layers.landlock_abi(), "old Landlock ABI: signal scoping (6) or TCP rules (4) are missing");
+        tracing::warn!(
+            abi = layers.landlock_abi(),
+            "old Landlock ABI: signal scoping (6) or TCP rules (4) are missing"
+        );
     }
     tracing::debug!(policy = %policy::summary(&compiled), program = %program.display(), "applying the guard layers");
-    std::env::set_current_dir(&workdir).with_context(|| format!("cannot enter {}", workdir.display()))?;
+    std::env::set_current_dir(&workdir)
+        .with_context(|| format!("cannot enter {}", workdir.display()))?;
     // Rust ignores SIGPIPE; an ignored signal stays ignored across exec, which the command
     // would not expect.
     // SAFETY: restoring a default disposition; no handler is involved.

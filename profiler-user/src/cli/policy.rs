@@ -8,8 +8,10 @@ use crate::policy;
 
 /// Arguments of `flamewarden policy`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  flamewarden policy check policies/judge.toml\n  \
-    flamewarden policy explain policies/interpreted.toml\n\nThe format: docs/policy.md.")]
+#[command(
+    after_help = "Examples:\n  flamewarden policy check policies/judge.toml\n  \
+    flamewarden policy explain policies/interpreted.toml\n\nThe format: docs/policy.md."
+)]
 pub struct PolicyArgs {
     /// What to do with the policy.
     #[command(subcommand)]

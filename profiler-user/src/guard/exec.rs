@@ -42,7 +42,11 @@ impl PreparedLayers {
     /// seccomp programs, and computes the rlimits (never above the current hard limits, which an
     /// unprivileged process could not raise). In audit mode Landlock is skipped (it cannot log
     /// without denying) and every seccomp rule only logs.
-    pub fn prepare(policy: &CompiledPolicy, workdir: &Path, command: &Path) -> Result<Self, GuardError> {
+    pub fn prepare(
+        policy: &CompiledPolicy,
+        workdir: &Path,
+        command: &Path,
+    ) -> Result<Self, GuardError> {
         let paths = policy.resolve_paths(workdir, command)?;
         let landlock_abi = landlock::kernel_abi();
         let landlock = match policy.mode {
@@ -107,7 +111,9 @@ impl PreparedLayers {
         }
         if let Some(ruleset) = &self.landlock {
             // SAFETY: the fd is a Landlock ruleset we own; flags 0 asks for nothing else.
-            let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
+            let rc = unsafe {
+                libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32)
+            };
             if rc != 0 {
                 return Err(Errno::last());
             }
@@ -120,7 +126,12 @@ impl PreparedLayers {
             // SAFETY: `fprog` points to a live program of `len` instructions; the kernel copies
             // it before returning.
             let rc = unsafe {
-                libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, std::ptr::from_ref(&fprog))
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0u32,
+                    std::ptr::from_ref(&fprog),
+                )
             };
             if rc != 0 {
                 return Err(Errno::last());
@@ -133,23 +144,44 @@ impl PreparedLayers {
 /// The rlimits a policy implies, capped at the current hard limits.
 fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, GuardError> {
     let limits = &policy.limits;
-    let mut wanted: Vec<(libc::c_int, &'static str, u64, u64)> = vec![(libc::RLIMIT_CORE as libc::c_int, "RLIMIT_CORE", 0, 0)];
+    let mut wanted: Vec<(libc::c_int, &'static str, u64, u64)> =
+        vec![(libc::RLIMIT_CORE as libc::c_int, "RLIMIT_CORE", 0, 0)];
     if let Some(cpu) = limits.cpu_time {
         // Whole seconds: SIGXCPU at the soft limit, SIGKILL a second later.
         let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
-        wanted.push((libc::RLIMIT_CPU as libc::c_int, "RLIMIT_CPU", secs, secs + 1));
+        wanted.push((
+            libc::RLIMIT_CPU as libc::c_int,
+            "RLIMIT_CPU",
+            secs,
+            secs + 1,
+        ));
     }
     if let Some(memory) = limits.memory_bytes {
         // DATA rather than AS: Go and sanitizer runtimes reserve far more address space than
         // they use; DATA counts what is actually writable.
-        wanted.push((libc::RLIMIT_DATA as libc::c_int, "RLIMIT_DATA", memory, memory));
+        wanted.push((
+            libc::RLIMIT_DATA as libc::c_int,
+            "RLIMIT_DATA",
+            memory,
+            memory,
+        ));
     }
     if let Some(output) = limits.output_bytes {
-        wanted.push((libc::RLIMIT_FSIZE as libc::c_int, "RLIMIT_FSIZE", output, output));
+        wanted.push((
+            libc::RLIMIT_FSIZE as libc::c_int,
+            "RLIMIT_FSIZE",
+            output,
+            output,
+        ));
     }
     if let Some(tasks) = limits.tasks {
         // Per user, and ignored for root: a backup for the pids cgroup.
-        wanted.push((libc::RLIMIT_NPROC as libc::c_int, "RLIMIT_NPROC", u64::from(tasks), u64::from(tasks)));
+        wanted.push((
+            libc::RLIMIT_NPROC as libc::c_int,
+            "RLIMIT_NPROC",
+            u64::from(tasks),
+            u64::from(tasks),
+        ));
     }
     wanted
         .into_iter()
@@ -157,13 +189,28 @@ fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, 
             let mut current = KernelRlimit { soft: 0, hard: 0 };
             // SAFETY: reads our own limit into a valid `struct rlimit64`.
             let rc = unsafe {
-                libc::syscall(libc::SYS_prlimit64, 0, resource, std::ptr::null::<KernelRlimit>(), std::ptr::from_mut(&mut current))
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    resource,
+                    std::ptr::null::<KernelRlimit>(),
+                    std::ptr::from_mut(&mut current),
+                )
             };
             if rc != 0 {
-                return Err(GuardError::Rlimit { name, source: std::io::Error::last_os_error() });
+                return Err(GuardError::Rlimit {
+                    name,
+                    source: std::io::Error::last_os_error(),
+                });
             }
             let hard = hard.min(current.hard);
-            Ok((resource, KernelRlimit { soft: soft.min(hard), hard }))
+            Ok((
+                resource,
+                KernelRlimit {
+                    soft: soft.min(hard),
+                    hard,
+                },
+            ))
         })
         .collect()
 }
@@ -171,7 +218,10 @@ fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, 
 /// Finds `command` like `execvp` does: a name with a `/` as is, otherwise the first executable
 /// file of that name on `PATH`. The result is absolute.
 pub fn resolve_command(command: &OsStr) -> Result<PathBuf, GuardError> {
-    let error = |reason: &str| GuardError::Command { command: command.to_string_lossy().into_owned(), reason: reason.to_owned() };
+    let error = |reason: &str| GuardError::Command {
+        command: command.to_string_lossy().into_owned(),
+        reason: reason.to_owned(),
+    };
     if command.is_empty() {
         return Err(error("empty command"));
     }
@@ -183,8 +233,11 @@ pub fn resolve_command(command: &OsStr) -> Result<PathBuf, GuardError> {
         let path = std::path::absolute(command).map_err(|e| error(&e.to_string()))?;
         is_executable(&path).then_some(path)
     } else {
-        let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        std::env::split_paths(&search).map(|dir| dir.join(command)).find(|path| path.is_absolute() && is_executable(path))
+        let search =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&search)
+            .map(|dir| dir.join(command))
+            .find(|path| path.is_absolute() && is_executable(path))
     };
     found.ok_or_else(|| error("not found, or not an executable file"))
 }
@@ -208,9 +261,20 @@ impl PreparedCommand {
             })
         };
         let path = c_string(path.as_os_str())?;
-        let args = args.iter().map(|a| c_string(a)).collect::<Result<Vec<_>, _>>()?;
-        let argv = args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-        Ok(Self { path, _args: args, argv })
+        let args = args
+            .iter()
+            .map(|a| c_string(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let argv = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Ok(Self {
+            path,
+            _args: args,
+            argv,
+        })
     }
 
     /// Executes the command with the current environment; returns only on failure, with why.

@@ -4,8 +4,8 @@
 use std::os::fd::OwnedFd;
 
 use landlock::{
-    ABI, Access as _, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr as _,
-    RulesetCreatedAttr as _, Scope,
+    ABI, Access as _, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr as _, RulesetCreatedAttr as _, Scope,
 };
 
 use super::GuardError;
@@ -56,7 +56,11 @@ fn rights(access: FsAccess, is_dir: bool) -> BitFlags<AccessFs> {
         rights |= AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir;
     }
     // Directory-only rights on a file would make the kernel refuse the rule.
-    if is_dir { rights } else { rights & AccessFs::from_file(TESTED_ABI) }
+    if is_dir {
+        rights
+    } else {
+        rights & AccessFs::from_file(TESTED_ABI)
+    }
 }
 
 /// Builds the ruleset: every filesystem right of [`TESTED_ABI`] handled (so anything not
@@ -79,8 +83,10 @@ pub fn build(policy: &CompiledPolicy, paths: &[ResolvedPath]) -> Result<OwnedFd,
     }
     let mut created = ruleset.create()?;
     for resolved in paths {
-        let fd = PathFd::new(&resolved.path)
-            .map_err(|source| GuardError::LandlockPath { path: resolved.path.clone(), source })?;
+        let fd = PathFd::new(&resolved.path).map_err(|source| GuardError::LandlockPath {
+            path: resolved.path.clone(),
+            source,
+        })?;
         let is_dir = std::fs::metadata(&resolved.path).is_ok_and(|m| m.is_dir());
         created = created.add_rule(PathBeneath::new(fd, rights(resolved.access, is_dir)))?;
     }
@@ -102,15 +108,31 @@ mod tests {
 
     #[test]
     fn writable_trees_get_write_rights_but_never_device_creation() {
-        let write = rights(FsAccess { read: true, write: true, execute: false }, true);
-        assert!(write.contains(AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg | AccessFs::Refer));
+        let write = rights(
+            FsAccess {
+                read: true,
+                write: true,
+                execute: false,
+            },
+            true,
+        );
+        assert!(write.contains(
+            AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg | AccessFs::Refer
+        ));
         assert!(!write.contains(AccessFs::MakeChar) && !write.contains(AccessFs::MakeBlock));
         assert!(!write.contains(AccessFs::Execute));
     }
 
     #[test]
     fn file_rules_carry_only_file_rights() {
-        let file = rights(FsAccess { read: true, write: true, execute: true }, false);
+        let file = rights(
+            FsAccess {
+                read: true,
+                write: true,
+                execute: true,
+            },
+            false,
+        );
         assert!(file.contains(AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Execute));
         assert!(!file.contains(AccessFs::ReadDir) && !file.contains(AccessFs::MakeReg));
     }

@@ -28,7 +28,9 @@ pub enum GuardError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// The kernel has no Landlock (not built in, or not in the `lsm=` boot list).
-    #[error("Landlock is not available on this kernel (enable it with lsm=...,landlock); refusing to run unconfined")]
+    #[error(
+        "Landlock is not available on this kernel (enable it with lsm=...,landlock); refusing to run unconfined"
+    )]
     LandlockUnavailable,
     /// Building the Landlock ruleset failed.
     #[error("cannot build the Landlock ruleset")]

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch, sock_filter,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch, sock_filter,
 };
 
 use super::GuardError;
@@ -50,7 +50,8 @@ type Chain = Option<Vec<SeccompRule>>;
 /// Compiles the layer into the programs to install, in order.
 pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardError> {
     let arch_name = std::env::consts::ARCH;
-    let arch = TargetArch::try_from(arch_name).map_err(|_| GuardError::UnsupportedArch(arch_name.to_owned()))?;
+    let arch = TargetArch::try_from(arch_name)
+        .map_err(|_| GuardError::UnsupportedArch(arch_name.to_owned()))?;
     let mut programs = Vec::new();
     if cfg!(target_arch = "x86_64") {
         programs.push(x32_guard());
@@ -58,7 +59,11 @@ pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardE
 
     let default = Verdict::of(layer.default_action, mode);
     if default != Verdict::Allow {
-        let allowed = layer.allowed.iter().map(|&nr| (i64::from(nr), Vec::new())).collect();
+        let allowed = layer
+            .allowed
+            .iter()
+            .map(|&nr| (i64::from(nr), Vec::new()))
+            .collect();
         let filter = SeccompFilter::new(allowed, default.action(), SeccompAction::Allow, arch)?;
         programs.push(BpfProgram::try_from(filter)?);
     }
@@ -69,7 +74,11 @@ pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardE
         if verdict == Verdict::Allow {
             continue;
         }
-        let chain = groups.entry(verdict).or_default().entry(i64::from(rule.syscall)).or_insert_with(|| Some(Vec::new()));
+        let chain = groups
+            .entry(verdict)
+            .or_default()
+            .entry(i64::from(rule.syscall))
+            .or_insert_with(|| Some(Vec::new()));
         if rule.when.is_empty() {
             *chain = None;
         } else if let Some(rules) = chain {
@@ -77,7 +86,10 @@ pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardE
         }
     }
     for (verdict, syscalls) in groups {
-        let rules = syscalls.into_iter().map(|(nr, chain)| (nr, chain.unwrap_or_default())).collect();
+        let rules = syscalls
+            .into_iter()
+            .map(|(nr, chain)| (nr, chain.unwrap_or_default()))
+            .collect();
         let filter = SeccompFilter::new(rules, SeccompAction::Allow, verdict.action(), arch)?;
         programs.push(BpfProgram::try_from(filter)?);
     }
@@ -89,7 +101,11 @@ pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardE
 fn alternatives(checks: &[ArgCheck]) -> Result<Vec<SeccompRule>, GuardError> {
     let mut rules: Vec<Vec<SeccompCondition>> = vec![Vec::new()];
     for check in checks {
-        let width = if check.dword { SeccompCmpArgLen::Dword } else { SeccompCmpArgLen::Qword };
+        let width = if check.dword {
+            SeccompCmpArgLen::Dword
+        } else {
+            SeccompCmpArgLen::Qword
+        };
         let condition = |op, value| SeccompCondition::new(check.index, width.clone(), op, value);
         let options = match check.test {
             ArgTest::AnyBits(mask) => (0..64)
@@ -98,7 +114,9 @@ fn alternatives(checks: &[ArgCheck]) -> Result<Vec<SeccompRule>, GuardError> {
                 .map(|bit| condition(SeccompCmpOp::MaskedEq(bit), bit))
                 .collect::<Result<Vec<_>, _>>()?,
             ArgTest::Equals(value) => vec![condition(SeccompCmpOp::Eq, value)?],
-            ArgTest::MaskedEquals { mask, value } => vec![condition(SeccompCmpOp::MaskedEq(mask), value)?],
+            ArgTest::MaskedEquals { mask, value } => {
+                vec![condition(SeccompCmpOp::MaskedEq(mask), value)?]
+            }
             ArgTest::NotEquals(value) => vec![condition(SeccompCmpOp::Ne, value)?],
         };
         rules = rules
@@ -112,7 +130,10 @@ fn alternatives(checks: &[ArgCheck]) -> Result<Vec<SeccompRule>, GuardError> {
             })
             .collect();
     }
-    Ok(rules.into_iter().map(SeccompRule::new).collect::<Result<Vec<_>, _>>()?)
+    Ok(rules
+        .into_iter()
+        .map(SeccompRule::new)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Refuses x32 system calls (numbers with bit 30 set), which share the x86-64 audit
@@ -126,10 +147,30 @@ fn x32_guard() -> BpfProgram {
     let errno = u32::from(SeccompAction::Errno(ENOSYS));
     let allow = u32::from(SeccompAction::Allow);
     vec![
-        sock_filter { code: LOAD_NR, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: JGE, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-        sock_filter { code: RET, jt: 0, jf: 0, k: errno },
-        sock_filter { code: RET, jt: 0, jf: 0, k: allow },
+        sock_filter {
+            code: LOAD_NR,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: JGE,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: RET,
+            jt: 0,
+            jf: 0,
+            k: errno,
+        },
+        sock_filter {
+            code: RET,
+            jt: 0,
+            jf: 0,
+            k: allow,
+        },
     ]
 }
 
@@ -157,6 +198,9 @@ mod tests {
         let policy = crate::policy::load(&path).unwrap();
         let programs = build(&policy.seccomp, Mode::Enforce).unwrap();
         assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
-        assert!(Verdict::Kill > Verdict::Errno(1), "kill sorts last, like its precedence");
+        assert!(
+            Verdict::Kill > Verdict::Errno(1),
+            "kill sorts last, like its precedence"
+        );
     }
 }

@@ -4,7 +4,7 @@ use toml::Spanned;
 
 use super::{
     compiled::{CompiledPolicy, IPPROTO_TCP, LandlockLayer, Limits, NetworkLayer, SyscallAction},
-    error::{Location, PolicyError, Source},
+    error::{Contradiction, Location, PolicyError, Source},
     network::parse_allow,
     paths,
     schema::{LimitsSection, NetworkSection, PolicyFile},
@@ -19,8 +19,17 @@ pub fn compile(src: &Source<'_>) -> Result<CompiledPolicy, PolicyError> {
 
     let flag = |value: &Option<Spanned<bool>>| value.as_ref().is_some_and(|v| *v.get_ref());
     let ipc = &file.ipc;
-    let ipc_origin = ipc.unix_sockets.as_ref().map_or_else(|| src.locate(0), |v| src.locate(v.span().start));
-    let derived = syscalls::socket_rules(&network, flag(&ipc.unix_sockets), &net_origin, net_rule, &ipc_origin);
+    let ipc_origin = ipc
+        .unix_sockets
+        .as_ref()
+        .map_or_else(|| src.locate(0), |v| src.locate(v.span().start));
+    let derived = syscalls::socket_rules(
+        &network,
+        flag(&ipc.unix_sockets),
+        &net_origin,
+        net_rule,
+        &ipc_origin,
+    );
     let seccomp = syscalls::compile(src, &file.syscalls, derived)?;
 
     let mut tcp_connect_ports: Vec<u16> = network
@@ -65,47 +74,87 @@ fn network(
     section: Option<&Spanned<NetworkSection>>,
 ) -> Result<(NetworkLayer, Location, &'static str), PolicyError> {
     let Some(section) = section else {
-        return Ok((NetworkLayer { deny_all: true, allow: Vec::new() }, src.locate(0), "network (absent: no network)"));
+        return Ok((
+            NetworkLayer {
+                deny_all: true,
+                allow: Vec::new(),
+            },
+            src.locate(0),
+            "network (absent: no network)",
+        ));
     };
     let body = section.get_ref();
     let mut allow = Vec::new();
     for (index, entry) in body.allow.iter().enumerate() {
         let field = format!("network.allow[{index}]");
-        let parsed = parse_allow(entry.get_ref()).map_err(|message| src.value_error(entry.span(), &field, message))?;
+        let parsed = parse_allow(entry.get_ref())
+            .map_err(|message| src.value_error(entry.span(), &field, message))?;
         if !allow.contains(&parsed) {
             allow.push(parsed);
         }
     }
     match &body.deny_all {
-        Some(deny_all) if *deny_all.get_ref() && !body.allow.is_empty() => Err(PolicyError::Contradiction {
-            at: src.locate(body.allow[0].span().start),
-            field: "network.allow[0]".to_owned(),
-            message: "allowed destinations are listed while all network access is denied".to_owned(),
-            other: src.locate(deny_all.span().start),
-            other_field: "network.deny_all".to_owned(),
-        }),
+        Some(deny_all) if *deny_all.get_ref() && !body.allow.is_empty() => {
+            Err(PolicyError::Contradiction(Box::new(Contradiction {
+                at: src.locate(body.allow[0].span().start),
+                field: "network.allow[0]".to_owned(),
+                message: "allowed destinations are listed while all network access is denied"
+                    .to_owned(),
+                other: src.locate(deny_all.span().start),
+                other_field: "network.deny_all".to_owned(),
+            })))
+        }
         Some(deny_all) => {
-            let rule = if *deny_all.get_ref() { "network.deny_all" } else { "network.allow" };
-            Ok((NetworkLayer { deny_all: *deny_all.get_ref(), allow }, src.locate(deny_all.span().start), rule))
+            let rule = if *deny_all.get_ref() {
+                "network.deny_all"
+            } else {
+                "network.allow"
+            };
+            Ok((
+                NetworkLayer {
+                    deny_all: *deny_all.get_ref(),
+                    allow,
+                },
+                src.locate(deny_all.span().start),
+                rule,
+            ))
         }
         None => {
             let deny_all = allow.is_empty();
-            let rule = if deny_all { "network (no allow entries: no network)" } else { "network.allow" };
-            Ok((NetworkLayer { deny_all, allow }, src.locate(section.span().start), rule))
+            let rule = if deny_all {
+                "network (no allow entries: no network)"
+            } else {
+                "network.allow"
+            };
+            Ok((
+                NetworkLayer { deny_all, allow },
+                src.locate(section.span().start),
+                rule,
+            ))
         }
     }
 }
 
 fn limits(src: &Source<'_>, section: &LimitsSection) -> Result<Limits, PolicyError> {
     let positive = |value: Option<(u64, std::ops::Range<usize>)>, field: &str| match value {
-        Some((0, span)) => Err(src.value_error(span, format!("limits.{field}"), "a limit of zero would stop every run; remove the field for no limit")),
+        Some((0, span)) => Err(src.value_error(
+            span,
+            format!("limits.{field}"),
+            "a limit of zero would stop every run; remove the field for no limit",
+        )),
         Some((value, _)) => Ok(Some(value)),
         None => Ok(None),
     };
     let number = |v: &Option<Spanned<u32>>| v.as_ref().map(|v| (u64::from(*v.get_ref()), v.span()));
-    let size = |v: &Option<Spanned<super::units::ByteSize>>| v.as_ref().map(|v| (v.get_ref().0, v.span()));
+    let size =
+        |v: &Option<Spanned<super::units::ByteSize>>| v.as_ref().map(|v| (v.get_ref().0, v.span()));
     let time = |v: &Option<Spanned<super::units::TimeSpan>>| {
-        v.as_ref().map(|v| (u64::try_from(v.get_ref().0.as_nanos()).unwrap_or(u64::MAX), v.span()))
+        v.as_ref().map(|v| {
+            (
+                u64::try_from(v.get_ref().0.as_nanos()).unwrap_or(u64::MAX),
+                v.span(),
+            )
+        })
     };
     let to_u32 = |v: Option<u64>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
     let to_duration = |v: Option<u64>| v.map(std::time::Duration::from_nanos);

@@ -46,10 +46,14 @@ pub struct FsAccess {
 
 impl fmt::Display for FsAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let words: Vec<&str> = [(self.read, "read"), (self.write, "write"), (self.execute, "execute")]
-            .into_iter()
-            .filter_map(|(on, word)| on.then_some(word))
-            .collect();
+        let words: Vec<&str> = [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.execute, "execute"),
+        ]
+        .into_iter()
+        .filter_map(|(on, word)| on.then_some(word))
+        .collect();
         f.write_str(&words.join(","))
     }
 }
@@ -142,7 +146,9 @@ impl fmt::Display for SyscallAction {
 
 /// The symbolic name of an errno value (`EPERM`), or its number.
 pub fn errno_name(errno: u16) -> String {
-    syscalls::Errno::new(i32::from(errno)).name().map_or_else(|| errno.to_string(), str::to_owned)
+    syscalls::Errno::new(i32::from(errno))
+        .name()
+        .map_or_else(|| errno.to_string(), str::to_owned)
 }
 
 /// How an argument is tested; argument values are compared as 64-bit unless [`ArgCheck::dword`].
@@ -242,7 +248,12 @@ impl NetAllow {
     /// The address as an [`IpAddr`].
     pub fn ip(&self) -> IpAddr {
         if self.family == AF_INET {
-            IpAddr::V4(Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.addr[0],
+                self.addr[1],
+                self.addr[2],
+                self.addr[3],
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.addr))
         }
@@ -251,9 +262,17 @@ impl NetAllow {
 
 impl fmt::Display for NetAllow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = if self.protocol == IPPROTO_TCP { "tcp" } else { "udp" };
+        let proto = if self.protocol == IPPROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
         let host_bits = if self.family == AF_INET { 32 } else { 128 };
-        let prefix = if self.prefix_len == host_bits { String::new() } else { format!("/{}", self.prefix_len) };
+        let prefix = if self.prefix_len == host_bits {
+            String::new()
+        } else {
+            format!("/{}", self.prefix_len)
+        };
         match self.ip() {
             IpAddr::V4(ip) => write!(f, "{ip}{prefix}:{}/{proto}", self.port),
             IpAddr::V6(ip) => write!(f, "[{ip}{prefix}]:{}/{proto}", self.port),

@@ -55,19 +55,24 @@ pub enum PolicyError {
     },
     /// Two rules that cannot both hold: a path both denied and allowed, a syscall both allowed
     /// and denied, network allowed entries together with `deny_all`.
-    #[error("{at}: `{field}`: {message}; this contradicts `{other_field}` at {other}")]
-    Contradiction {
-        /// Where the second rule is.
-        at: Location,
-        /// Its field.
-        field: String,
-        /// What conflicts.
-        message: String,
-        /// Where the first rule is.
-        other: Location,
-        /// Its field.
-        other_field: String,
-    },
+    #[error("{0}")]
+    Contradiction(Box<Contradiction>),
+}
+
+/// Two rules of a policy that cannot both hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: `{field}`: {message}; this contradicts `{other_field}` at {other}")]
+pub struct Contradiction {
+    /// Where the second rule is.
+    pub at: Location,
+    /// Its field.
+    pub field: String,
+    /// What conflicts.
+    pub message: String,
+    /// Where the first rule is.
+    pub other: Location,
+    /// Its field.
+    pub other_field: String,
 }
 
 impl PolicyError {
@@ -75,9 +80,8 @@ impl PolicyError {
     pub fn location(&self) -> Option<&Location> {
         match self {
             Self::Read { .. } => None,
-            Self::Syntax { at, .. } | Self::Value { at, .. } | Self::Contradiction { at, .. } => {
-                Some(at)
-            }
+            Self::Syntax { at, .. } | Self::Value { at, .. } => Some(at),
+            Self::Contradiction(contradiction) => Some(&contradiction.at),
         }
     }
 
@@ -85,9 +89,8 @@ impl PolicyError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Read { .. } => None,
-            Self::Syntax { field, .. } | Self::Value { field, .. } | Self::Contradiction { field, .. } => {
-                Some(field)
-            }
+            Self::Syntax { field, .. } | Self::Value { field, .. } => Some(field),
+            Self::Contradiction(contradiction) => Some(&contradiction.field),
         }
     }
 }
@@ -112,12 +115,25 @@ impl Source<'_> {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Location { file: self.name.to_owned(), line, column }
+        Location {
+            file: self.name.to_owned(),
+            line,
+            column,
+        }
     }
 
     /// A [`PolicyError::Value`] at `span`.
-    pub fn value_error(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
-        PolicyError::Value { at: self.locate(span.start), field: field.into(), message: message.into() }
+    pub fn value_error(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::Value {
+            at: self.locate(span.start),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Turns the deserializer's error into a [`PolicyError::Syntax`], naming the field by
@@ -129,7 +145,11 @@ impl Source<'_> {
             .and_then(|table| field_at(table.get_ref(), &span, String::new()))
             .unwrap_or_else(|| "(top level)".to_owned());
         let message = error.message().trim().replace('\n', " ");
-        PolicyError::Syntax { at: self.locate(span.start), field, message }
+        PolicyError::Syntax {
+            at: self.locate(span.start),
+            field,
+            message,
+        }
     }
 }
 
@@ -140,11 +160,16 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 /// The dotted path of the innermost key or value of `table` whose span contains `span`.
 fn field_at(table: &DeTable<'_>, span: &Range<usize>, prefix: String) -> Option<String> {
     for (key, value) in table {
-        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
         if contains(&key.span(), span) {
             return Some(path);
         }
-        if contains(&value.span(), span) || value.get_ref().is_table() || value.get_ref().is_array() {
+        if contains(&value.span(), span) || value.get_ref().is_table() || value.get_ref().is_array()
+        {
             if let Some(inner) = value_field_at(value.get_ref(), span, &path) {
                 return Some(inner);
             }

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    compiled::{CompiledPolicy, FsAccess, PathRule, PathTemplate, SyscallAction, SyscallRule, errno_name},
+    compiled::{
+        CompiledPolicy, FsAccess, PathRule, PathTemplate, SyscallAction, SyscallRule, errno_name,
+    },
     names::flag_names,
     schema::Mode,
     units::{ByteSize, TimeSpan},
@@ -21,24 +23,57 @@ pub fn layers(policy: &CompiledPolicy) -> String {
     let landlock = &policy.landlock;
     let _ = writeln!(out, "\nlandlock (applied before exec):");
     for rule in &landlock.paths {
-        let optional = if rule.optional { "  (skipped when missing)" } else { "" };
-        let _ = writeln!(out, "  {:<20} {}{optional}", rule.access.to_string(), rule.path);
+        let optional = if rule.optional {
+            "  (skipped when missing)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {}{optional}",
+            rule.access.to_string(),
+            rule.path
+        );
     }
     for denied in &landlock.denied {
-        let _ = writeln!(out, "  {:<20} {}  (checked unreachable)", "denied", denied.path.display());
+        let _ = writeln!(
+            out,
+            "  {:<20} {}  (checked unreachable)",
+            "denied",
+            denied.path.display()
+        );
     }
     if landlock.restrict_tcp {
-        let ports: Vec<String> = landlock.tcp_connect_ports.iter().map(u16::to_string).collect();
-        let ports = if ports.is_empty() { "none".to_owned() } else { ports.join(", ") };
+        let ports: Vec<String> = landlock
+            .tcp_connect_ports
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        let ports = if ports.is_empty() {
+            "none".to_owned()
+        } else {
+            ports.join(", ")
+        };
         let _ = writeln!(out, "  tcp connect ports: {ports}; tcp bind: none");
     } else {
         let _ = writeln!(out, "  tcp: not restricted");
     }
-    let scopes: Vec<&str> = [(landlock.scope_signals, "signal"), (landlock.scope_abstract_unix, "abstract-unix-socket")]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
-    let _ = writeln!(out, "  scopes: {}", if scopes.is_empty() { "none".to_owned() } else { scopes.join(", ") });
+    let scopes: Vec<&str> = [
+        (landlock.scope_signals, "signal"),
+        (landlock.scope_abstract_unix, "abstract-unix-socket"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let _ = writeln!(
+        out,
+        "  scopes: {}",
+        if scopes.is_empty() {
+            "none".to_owned()
+        } else {
+            scopes.join(", ")
+        }
+    );
 
     let seccomp = &policy.seccomp;
     let _ = writeln!(out, "\nseccomp (applied before exec):");
@@ -47,7 +82,15 @@ pub fn layers(policy: &CompiledPolicy) -> String {
         let _ = writeln!(out, "  allowed: {} syscalls", seccomp.allowed.len());
     }
     for rule in &seccomp.rules {
-        let _ = writeln!(out, "  {:<14} {} ({}){}  [{}]", rule.action.to_string(), rule.name, rule.syscall, condition(rule), rule.rule);
+        let _ = writeln!(
+            out,
+            "  {:<14} {} ({}){}  [{}]",
+            rule.action.to_string(),
+            rule.name,
+            rule.syscall,
+            condition(rule),
+            rule.rule
+        );
     }
 
     let network = &policy.network;
@@ -66,7 +109,15 @@ pub fn layers(policy: &CompiledPolicy) -> String {
         let _ = writeln!(out, "  {line}");
     }
     let kills: Vec<String> = policy.kill_syscalls.iter().map(u32::to_string).collect();
-    let _ = writeln!(out, "\nkill at syscall entry (tracepoint): {}", if kills.is_empty() { "none".to_owned() } else { kills.join(", ") });
+    let _ = writeln!(
+        out,
+        "\nkill at syscall entry (tracepoint): {}",
+        if kills.is_empty() {
+            "none".to_owned()
+        } else {
+            kills.join(", ")
+        }
+    );
     out
 }
 
@@ -97,7 +148,9 @@ fn limit_lines(policy: &CompiledPolicy) -> Vec<String> {
         lines.push(format!("at most {tasks} processes and threads at once"));
     }
     if let Some(rate) = limits.fork_rate {
-        lines.push(format!("at most {rate} forks per second (faster is a fork bomb)"));
+        lines.push(format!(
+            "at most {rate} forks per second (faster is a fork bomb)"
+        ));
     }
     if lines.is_empty() {
         lines.push("none".to_owned());
@@ -108,16 +161,32 @@ fn limit_lines(policy: &CompiledPolicy) -> Vec<String> {
 fn path_words(rule: &PathRule) -> String {
     let base = match &rule.path {
         PathTemplate::Command => "the command itself".to_owned(),
-        PathTemplate::Workdir(rest) if rest.as_os_str().is_empty() => "the work directory".to_owned(),
+        PathTemplate::Workdir(rest) if rest.as_os_str().is_empty() => {
+            "the work directory".to_owned()
+        }
         PathTemplate::Workdir(rest) => format!("{} in the work directory", rest.display()),
         PathTemplate::Literal(path) => path.display().to_string(),
     };
-    if rule.optional { format!("{base} (where present)") } else { base }
+    if rule.optional {
+        format!("{base} (where present)")
+    } else {
+        base
+    }
 }
 
 fn listed(policy: &CompiledPolicy, wanted: impl Fn(FsAccess) -> bool) -> String {
-    let items: Vec<String> = policy.landlock.paths.iter().filter(|r| wanted(r.access)).map(path_words).collect();
-    if items.is_empty() { "nothing".to_owned() } else { items.join(", ") }
+    let items: Vec<String> = policy
+        .landlock
+        .paths
+        .iter()
+        .filter(|r| wanted(r.access))
+        .map(path_words)
+        .collect();
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// What a submission may and may not do, in plain words.
@@ -127,51 +196,109 @@ pub fn explain(policy: &CompiledPolicy) -> String {
     if let Some(description) = &policy.description {
         let _ = writeln!(out, "{}", description.trim());
     }
-    let _ = writeln!(out, "{}", match policy.mode {
-        Mode::Enforce => "Enforced: anything not allowed below is refused, and reported.",
-        Mode::Audit => "Audit only: nothing is refused; everything below that would be refused is reported.",
-    });
+    let _ = writeln!(
+        out,
+        "{}",
+        match policy.mode {
+            Mode::Enforce => "Enforced: anything not allowed below is refused, and reported.",
+            Mode::Audit =>
+                "Audit only: nothing is refused; everything below that would be refused is reported.",
+        }
+    );
 
     let _ = writeln!(out, "\nFiles");
-    let _ = writeln!(out, "  May read: {}.", listed(policy, |a| a.read && !a.write && !a.execute));
-    let _ = writeln!(out, "  May read and write: {}.", listed(policy, |a| a.write));
+    let _ = writeln!(
+        out,
+        "  May read: {}.",
+        listed(policy, |a| a.read && !a.write && !a.execute)
+    );
+    let _ = writeln!(
+        out,
+        "  May read and write: {}.",
+        listed(policy, |a| a.write)
+    );
     let _ = writeln!(out, "  May execute: {}.", listed(policy, |a| a.execute));
-    let _ = writeln!(out, "  Opening, creating or executing anything else fails with EACCES; files already open at the start (stdin, stdout, stderr) stay usable.");
+    let _ = writeln!(
+        out,
+        "  Opening, creating or executing anything else fails with EACCES; files already open at the start (stdin, stdout, stderr) stay usable."
+    );
     if !policy.landlock.denied.is_empty() {
-        let denied: Vec<String> = policy.landlock.denied.iter().map(|d| d.path.display().to_string()).collect();
+        let denied: Vec<String> = policy
+            .landlock
+            .denied
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
         let _ = writeln!(out, "  Checked to be out of reach: {}.", denied.join(", "));
     }
 
     let _ = writeln!(out, "\nNetwork");
     let network = &policy.network;
     if network.deny_all {
-        let _ = writeln!(out, "  No network: TCP connect and bind fail with EACCES; UDP, raw and packet sockets cannot be created.");
+        let _ = writeln!(
+            out,
+            "  No network: TCP connect and bind fail with EACCES; UDP, raw and packet sockets cannot be created."
+        );
     } else if network.allow.is_empty() {
         let _ = writeln!(out, "  The network is not restricted.");
     } else {
         let allowed: Vec<String> = network.allow.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "  May only reach {}; nothing may bind a TCP port; raw and packet sockets cannot be created.", allowed.join(", "));
+        let _ = writeln!(
+            out,
+            "  May only reach {}; nothing may bind a TCP port; raw and packet sockets cannot be created.",
+            allowed.join(", ")
+        );
     }
 
     let _ = writeln!(out, "\nOther processes");
     let landlock = &policy.landlock;
-    let _ = writeln!(out, "  {}", if landlock.scope_signals { "May not signal processes outside the sandbox." } else { "May signal processes outside the sandbox." });
-    let _ = writeln!(out, "  {}", if landlock.scope_abstract_unix { "May not connect to abstract unix sockets outside the sandbox." } else { "May connect to abstract unix sockets outside the sandbox." });
-    let unix_denied = policy.seccomp.rules.iter().any(|r| r.rule == "ipc.unix_sockets");
+    let _ = writeln!(
+        out,
+        "  {}",
+        if landlock.scope_signals {
+            "May not signal processes outside the sandbox."
+        } else {
+            "May signal processes outside the sandbox."
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {}",
+        if landlock.scope_abstract_unix {
+            "May not connect to abstract unix sockets outside the sandbox."
+        } else {
+            "May connect to abstract unix sockets outside the sandbox."
+        }
+    );
+    let unix_denied = policy
+        .seccomp
+        .rules
+        .iter()
+        .any(|r| r.rule == "ipc.unix_sockets");
     if unix_denied {
-        let _ = writeln!(out, "  May not create unix sockets (socketpair still works).");
+        let _ = writeln!(
+            out,
+            "  May not create unix sockets (socketpair still works)."
+        );
     }
 
     let _ = writeln!(out, "\nSystem calls");
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for rule in policy.seccomp.rules.iter().filter(|r| r.rule.starts_with("syscalls.")) {
+    for rule in policy
+        .seccomp
+        .rules
+        .iter()
+        .filter(|r| r.rule.starts_with("syscalls."))
+    {
         let outcome = match rule.action {
             SyscallAction::Kill => "End the process".to_owned(),
             SyscallAction::Errno(errno) => format!("Refused with {}", errno_name(errno)),
             SyscallAction::Allow => "Allowed".to_owned(),
         };
         let item = match rule.when.first().map(|c| c.test) {
-            Some(super::compiled::ArgTest::AnyBits(mask)) => format!("{} when asked for {}", rule.name, flag_names(mask)),
+            Some(super::compiled::ArgTest::AnyBits(mask)) => {
+                format!("{} when asked for {}", rule.name, flag_names(mask))
+            }
             _ => rule.name.to_owned(),
         };
         match groups.iter_mut().find(|(o, _)| *o == outcome) {
@@ -182,11 +309,22 @@ pub fn explain(policy: &CompiledPolicy) -> String {
     for (outcome, items) in &groups {
         let _ = writeln!(out, "  {outcome}: {}.", items.join(", "));
     }
-    let _ = writeln!(out, "  {}", match policy.seccomp.default_action {
-        SyscallAction::Allow => "Every other system call is allowed.".to_owned(),
-        SyscallAction::Errno(errno) => format!("Every other system call, beyond the {} allowed ones, is refused with {}.", policy.seccomp.allowed.len(), errno_name(errno)),
-        SyscallAction::Kill => format!("Any system call beyond the {} allowed ones ends the process.", policy.seccomp.allowed.len()),
-    });
+    let _ = writeln!(
+        out,
+        "  {}",
+        match policy.seccomp.default_action {
+            SyscallAction::Allow => "Every other system call is allowed.".to_owned(),
+            SyscallAction::Errno(errno) => format!(
+                "Every other system call, beyond the {} allowed ones, is refused with {}.",
+                policy.seccomp.allowed.len(),
+                errno_name(errno)
+            ),
+            SyscallAction::Kill => format!(
+                "Any system call beyond the {} allowed ones ends the process.",
+                policy.seccomp.allowed.len()
+            ),
+        }
+    );
 
     let _ = writeln!(out, "\nLimits");
     for line in limit_lines(policy) {
@@ -202,7 +340,13 @@ pub fn summary(policy: &CompiledPolicy) -> String {
         policy.name,
         policy.landlock.paths.len(),
         policy.seccomp.rules.len(),
-        if policy.network.deny_all { "denied" } else if policy.network.allow.is_empty() { "open" } else { "allow-listed" },
+        if policy.network.deny_all {
+            "denied"
+        } else if policy.network.allow.is_empty() {
+            "open"
+        } else {
+            "allow-listed"
+        },
         policy.mode,
     )
 }

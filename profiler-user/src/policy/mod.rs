@@ -27,10 +27,10 @@ mod tests;
 use std::path::Path;
 
 pub use compiled::{
-    ArgCheck, ArgTest, CompiledPolicy, DeniedPath, FsAccess, LandlockLayer, Limits, NetAllow, NetworkLayer,
-    PathRule, PathTemplate, SeccompLayer, SyscallAction, SyscallRule,
+    ArgCheck, ArgTest, CompiledPolicy, DeniedPath, FsAccess, LandlockLayer, Limits, NetAllow,
+    NetworkLayer, PathRule, PathTemplate, SeccompLayer, SyscallAction, SyscallRule,
 };
-pub use error::{Location, PolicyError};
+pub use error::{Contradiction, Location, PolicyError};
 pub use explain::{explain, layers, summary};
 pub use paths::ResolvedPath;
 pub use schema::Mode;
@@ -42,7 +42,10 @@ pub fn parse(name: &str, text: &str) -> Result<CompiledPolicy, PolicyError> {
 
 /// Reads, validates and compiles the policy file at `path`.
 pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&path.display().to_string(), &text)
 }
 
@@ -50,7 +53,16 @@ impl CompiledPolicy {
     /// The Landlock path rules for one run: `{workdir}` and `{command}` filled in (both must be
     /// absolute), optional paths that are missing dropped, required ones checked, and denied
     /// paths checked again now that the placeholders are known.
-    pub fn resolve_paths(&self, workdir: &Path, command: &Path) -> Result<Vec<ResolvedPath>, PolicyError> {
-        paths::resolve(&self.landlock.paths, &self.landlock.denied, workdir, command)
+    pub fn resolve_paths(
+        &self,
+        workdir: &Path,
+        command: &Path,
+    ) -> Result<Vec<ResolvedPath>, PolicyError> {
+        paths::resolve(
+            &self.landlock.paths,
+            &self.landlock.denied,
+            workdir,
+            command,
+        )
     }
 }

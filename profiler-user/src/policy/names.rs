@@ -9,11 +9,19 @@ pub fn syscalls_named(pattern: &str) -> Result<Vec<(u32, &'static str)>, String>
     let to_pair = |sysno: Sysno| (u32::try_from(sysno.id()).unwrap_or(u32::MAX), sysno.name());
     if let Some(prefix) = pattern.strip_suffix('*') {
         if prefix.is_empty() || prefix.contains('*') {
-            return Err(format!("`{pattern}`: a pattern needs a prefix before a single trailing `*`"));
+            return Err(format!(
+                "`{pattern}`: a pattern needs a prefix before a single trailing `*`"
+            ));
         }
-        let matches: Vec<_> = Sysno::iter().filter(|s| s.name().starts_with(prefix)).map(to_pair).collect();
+        let matches: Vec<_> = Sysno::iter()
+            .filter(|s| s.name().starts_with(prefix))
+            .map(to_pair)
+            .collect();
         if matches.is_empty() {
-            return Err(format!("`{pattern}` matches no syscall on {}", std::env::consts::ARCH));
+            return Err(format!(
+                "`{pattern}` matches no syscall on {}",
+                std::env::consts::ARCH
+            ));
         }
         return Ok(matches);
     }
@@ -22,12 +30,21 @@ pub fn syscalls_named(pattern: &str) -> Result<Vec<(u32, &'static str)>, String>
         Err(()) => {
             let similar: Vec<&str> = Sysno::iter()
                 .map(|s| s.name())
-                .filter(|name| !pattern.is_empty() && (name.contains(pattern) || pattern.contains(name)))
+                .filter(|name| {
+                    !pattern.is_empty() && (name.contains(pattern) || pattern.contains(name))
+                })
                 .filter(|name| name.len() > 2)
                 .take(4)
                 .collect();
-            let hint = if similar.is_empty() { String::new() } else { format!("; did you mean {}?", similar.join(", ")) };
-            Err(format!("`{pattern}` is not a syscall on {}{hint}", std::env::consts::ARCH))
+            let hint = if similar.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", similar.join(", "))
+            };
+            Err(format!(
+                "`{pattern}` is not a syscall on {}{hint}",
+                std::env::consts::ARCH
+            ))
         }
     }
 }
@@ -66,7 +83,10 @@ pub fn flag_value(text: &str) -> Result<u64, String> {
         Ok(value) => Ok(value),
         Err(_) => {
             let known: Vec<&str> = FLAG_NAMES.iter().map(|(name, _)| *name).collect();
-            Err(format!("`{text}` is neither a known flag ({}) nor a number", known.join(", ")))
+            Err(format!(
+                "`{text}` is neither a known flag ({}) nor a number",
+                known.join(", ")
+            ))
         }
     }
 }
@@ -95,10 +115,21 @@ mod tests {
     fn syscall_patterns_expand_to_every_match() {
         let uring = syscalls_named("io_uring_*").unwrap();
         let names: Vec<&str> = uring.iter().map(|(_, name)| *name).collect();
-        assert!(names.contains(&"io_uring_setup") && names.contains(&"io_uring_enter"), "{names:?}");
+        assert!(
+            names.contains(&"io_uring_setup") && names.contains(&"io_uring_enter"),
+            "{names:?}"
+        );
         assert_eq!(syscalls_named("ptrace").unwrap().len(), 1);
-        assert!(syscalls_named("ptrac").unwrap_err().contains("did you mean ptrace"));
-        assert!(syscalls_named("nosuch_*").unwrap_err().contains("matches no syscall"));
+        assert!(
+            syscalls_named("ptrac")
+                .unwrap_err()
+                .contains("did you mean ptrace")
+        );
+        assert!(
+            syscalls_named("nosuch_*")
+                .unwrap_err()
+                .contains("matches no syscall")
+        );
     }
 
     #[test]

@@ -6,14 +6,19 @@ use super::compiled::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NetAllow};
 
 /// Parses `127.0.0.1:8080/tcp`, `10.0.0.0/8:443/tcp`, `[::1]:53/udp` or `[fd00::/8]:53/udp`.
 pub fn parse_allow(entry: &str) -> Result<NetAllow, String> {
-    let form = "write `address[/prefix]:port/protocol`, e.g. `127.0.0.1:8080/tcp` or `[::1]:53/udp`";
-    let (rest, proto) = entry.rsplit_once('/').ok_or_else(|| format!("`{entry}` has no protocol; {form}"))?;
+    let form =
+        "write `address[/prefix]:port/protocol`, e.g. `127.0.0.1:8080/tcp` or `[::1]:53/udp`";
+    let (rest, proto) = entry
+        .rsplit_once('/')
+        .ok_or_else(|| format!("`{entry}` has no protocol; {form}"))?;
     let protocol = match proto {
         "tcp" => IPPROTO_TCP,
         "udp" => IPPROTO_UDP,
         other => return Err(format!("`{other}` is not a protocol: use `tcp` or `udp`")),
     };
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| format!("`{entry}` has no port; {form}"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{entry}` has no port; {form}"))?;
     let port: u16 = match port.parse() {
         Ok(0) | Err(_) => return Err(format!("`{port}` is not a port (1 to 65535)")),
         Ok(port) => port,
@@ -23,7 +28,9 @@ pub fn parse_allow(entry: &str) -> Result<NetAllow, String> {
             .strip_suffix(']')
             .ok_or_else(|| format!("`{host}`: an IPv6 address in brackets lacks its `]`"))?,
         None if host.contains(':') => {
-            return Err(format!("`{host}`: write an IPv6 address in brackets, e.g. `[::1]:53/udp`"));
+            return Err(format!(
+                "`{host}`: write an IPv6 address in brackets, e.g. `[::1]:53/udp`"
+            ));
         }
         None => host,
     };
@@ -31,7 +38,9 @@ pub fn parse_allow(entry: &str) -> Result<NetAllow, String> {
         Some((address, prefix)) => (address, Some(prefix)),
         None => (host, None),
     };
-    let ip: IpAddr = address.parse().map_err(|_| format!("`{address}` is not an IP address; {form}"))?;
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| format!("`{address}` is not an IP address; {form}"))?;
     let (family, max_prefix, mut addr) = match ip {
         IpAddr::V4(v4) => {
             let mut addr = [0u8; 16];
@@ -44,7 +53,11 @@ pub fn parse_allow(entry: &str) -> Result<NetAllow, String> {
         None => max_prefix,
         Some(text) => match text.parse::<u8>() {
             Ok(len) if len <= max_prefix => len,
-            _ => return Err(format!("`/{text}` is not a prefix length (0 to {max_prefix})")),
+            _ => {
+                return Err(format!(
+                    "`/{text}` is not a prefix length (0 to {max_prefix})"
+                ));
+            }
         },
     };
     let host_bits_set = mask_host_bits(&mut addr, prefix_len, max_prefix);
@@ -53,7 +66,13 @@ pub fn parse_allow(entry: &str) -> Result<NetAllow, String> {
             "`{host}` has bits set past its /{prefix_len} prefix; write the network address"
         ));
     }
-    Ok(NetAllow { family, addr, prefix_len, port, protocol })
+    Ok(NetAllow {
+        family,
+        addr,
+        prefix_len,
+        port,
+        protocol,
+    })
 }
 
 /// Clears the bits past `prefix_len`; returns whether any were set.
@@ -69,30 +88,63 @@ fn mask_host_bits(addr: &mut [u8; 16], prefix_len: u8, max_prefix: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_allow;
     use super::super::compiled::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+    use super::parse_allow;
 
     #[test]
     fn allow_entries_parse_to_map_ready_fields() {
         let host = parse_allow("127.0.0.1:8080/tcp").unwrap();
-        assert_eq!((host.family, host.prefix_len, host.port, host.protocol), (AF_INET, 32, 8080, IPPROTO_TCP));
+        assert_eq!(
+            (host.family, host.prefix_len, host.port, host.protocol),
+            (AF_INET, 32, 8080, IPPROTO_TCP)
+        );
         assert_eq!(&host.addr[..4], &[127, 0, 0, 1]);
         assert_eq!(host.to_string(), "127.0.0.1:8080/tcp");
         let net = parse_allow("10.0.0.0/8:443/tcp").unwrap();
-        assert_eq!((net.prefix_len, net.to_string().as_str()), (8, "10.0.0.0/8:443/tcp"));
+        assert_eq!(
+            (net.prefix_len, net.to_string().as_str()),
+            (8, "10.0.0.0/8:443/tcp")
+        );
         let v6 = parse_allow("[::1]:53/udp").unwrap();
-        assert_eq!((v6.family, v6.prefix_len, v6.protocol), (AF_INET6, 128, IPPROTO_UDP));
+        assert_eq!(
+            (v6.family, v6.prefix_len, v6.protocol),
+            (AF_INET6, 128, IPPROTO_UDP)
+        );
         assert_eq!(v6.to_string(), "[::1]:53/udp");
     }
 
     #[test]
     fn malformed_allow_entries_say_what_is_wrong() {
-        assert!(parse_allow("127.0.0.1:8080").unwrap_err().contains("no protocol"));
-        assert!(parse_allow("127.0.0.1:8080/sctp").unwrap_err().contains("not a protocol"));
-        assert!(parse_allow("127.0.0.1/tcp").unwrap_err().contains("no port"));
-        assert!(parse_allow("127.0.0.1:0/tcp").unwrap_err().contains("not a port"));
+        assert!(
+            parse_allow("127.0.0.1:8080")
+                .unwrap_err()
+                .contains("no protocol")
+        );
+        assert!(
+            parse_allow("127.0.0.1:8080/sctp")
+                .unwrap_err()
+                .contains("not a protocol")
+        );
+        assert!(
+            parse_allow("127.0.0.1/tcp")
+                .unwrap_err()
+                .contains("no port")
+        );
+        assert!(
+            parse_allow("127.0.0.1:0/tcp")
+                .unwrap_err()
+                .contains("not a port")
+        );
         assert!(parse_allow("::1:53/udp").unwrap_err().contains("brackets"));
-        assert!(parse_allow("10.0.0.1/8:443/tcp").unwrap_err().contains("past its /8 prefix"));
-        assert!(parse_allow("example.com:80/tcp").unwrap_err().contains("not an IP address"));
+        assert!(
+            parse_allow("10.0.0.1/8:443/tcp")
+                .unwrap_err()
+                .contains("past its /8 prefix")
+        );
+        assert!(
+            parse_allow("example.com:80/tcp")
+                .unwrap_err()
+                .contains("not an IP address")
+        );
     }
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{
     compiled::{DeniedPath, FsAccess, PathRule, PathTemplate},
-    error::{PolicyError, Source},
+    error::{Contradiction, PolicyError, Source},
     schema::FilesystemSection,
 };
 
@@ -25,10 +25,24 @@ pub struct ResolvedPath {
 
 /// Compiles `[filesystem]`: one rule per distinct path (rights merged), denied paths checked
 /// against every allowed literal tree.
-pub fn compile(src: &Source<'_>, fs_section: &FilesystemSection) -> Result<(Vec<PathRule>, Vec<DeniedPath>), PolicyError> {
-    let read = FsAccess { read: true, ..FsAccess::default() };
-    let write = FsAccess { read: true, write: true, execute: false };
-    let execute = FsAccess { read: true, execute: true, write: false };
+pub fn compile(
+    src: &Source<'_>,
+    fs_section: &FilesystemSection,
+) -> Result<(Vec<PathRule>, Vec<DeniedPath>), PolicyError> {
+    let read = FsAccess {
+        read: true,
+        ..FsAccess::default()
+    };
+    let write = FsAccess {
+        read: true,
+        write: true,
+        execute: false,
+    };
+    let execute = FsAccess {
+        read: true,
+        execute: true,
+        write: false,
+    };
     let mut rules: Vec<PathRule> = Vec::new();
     for (list, name, access) in [
         (&fs_section.readable, "readable", read),
@@ -43,7 +57,13 @@ pub fn compile(src: &Source<'_>, fs_section: &FilesystemSection) -> Result<(Vec<
                     rule.access = merge(rule.access, access);
                     rule.optional &= optional;
                 }
-                None => rules.push(PathRule { path, access, optional, origin: src.locate(entry.span().start), field }),
+                None => rules.push(PathRule {
+                    path,
+                    access,
+                    optional,
+                    origin: src.locate(entry.span().start),
+                    field,
+                }),
             }
         }
     }
@@ -60,7 +80,11 @@ pub fn compile(src: &Source<'_>, fs_section: &FilesystemSection) -> Result<(Vec<
                 ));
             }
         };
-        denied.push(DeniedPath { path, origin: src.locate(entry.span().start), field });
+        denied.push(DeniedPath {
+            path,
+            origin: src.locate(entry.span().start),
+            field,
+        });
     }
     let literal: Vec<(PathBuf, &PathRule)> = rules
         .iter()
@@ -74,7 +98,11 @@ pub fn compile(src: &Source<'_>, fs_section: &FilesystemSection) -> Result<(Vec<
 }
 
 fn merge(a: FsAccess, b: FsAccess) -> FsAccess {
-    FsAccess { read: a.read || b.read, write: a.write || b.write, execute: a.execute || b.execute }
+    FsAccess {
+        read: a.read || b.read,
+        write: a.write || b.write,
+        execute: a.execute || b.execute,
+    }
 }
 
 /// Parses one path entry: `{command}`, `{workdir}[/relative]` or an absolute path, with a
@@ -99,23 +127,37 @@ fn template(
         return Ok((PathTemplate::Command, optional));
     }
     if text.starts_with("{command}") {
-        return Err(error("`{command}` is the executable itself; nothing lies beneath it".to_owned()));
+        return Err(error(
+            "`{command}` is the executable itself; nothing lies beneath it".to_owned(),
+        ));
     }
     if let Some(rest) = text.strip_prefix("{workdir}") {
         let relative = match rest.strip_prefix('/') {
             Some(relative) => relative,
             None if rest.is_empty() => "",
-            None => return Err(error(format!("write `{{workdir}}/{rest}`: a `/` must follow `{{workdir}}`"))),
+            None => {
+                return Err(error(format!(
+                    "write `{{workdir}}/{rest}`: a `/` must follow `{{workdir}}`"
+                )));
+            }
         };
         let relative = Path::new(relative.trim_end_matches('/'));
-        if relative.components().any(|c| !matches!(c, Component::Normal(_))) || relative.to_string_lossy().contains('{') {
-            return Err(error(format!("`{text}`: the part after `{{workdir}}/` must be a plain relative path")));
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+            || relative.to_string_lossy().contains('{')
+        {
+            return Err(error(format!(
+                "`{text}`: the part after `{{workdir}}/` must be a plain relative path"
+            )));
         }
         return Ok((PathTemplate::Workdir(relative.to_path_buf()), optional));
     }
     if let Some(start) = text.find('{') {
         let name = text[start..].split('}').next().unwrap_or_default();
-        return Err(error(format!("unknown placeholder `{name}}}`; known: {{workdir}}, {{command}}")));
+        return Err(error(format!(
+            "unknown placeholder `{name}}}`; known: {{workdir}}, {{command}}"
+        )));
     }
     let path = Path::new(text);
     if !path.is_absolute() {
@@ -123,11 +165,18 @@ fn template(
             "`{text}` is relative; write an absolute path, or `{{workdir}}/{text}` for the run's work directory"
         )));
     }
-    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return Err(error(format!("`{text}`: `.` and `..` are not allowed in policy paths")));
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(error(format!(
+            "`{text}`: `.` and `..` are not allowed in policy paths"
+        )));
     }
     if must_exist && !optional && fs::metadata(path).is_err() {
-        return Err(error(format!("`{text}` does not exist; append `?` to skip it where it is missing")));
+        return Err(error(format!(
+            "`{text}` does not exist; append `?` to skip it where it is missing"
+        )));
     }
     Ok((PathTemplate::Literal(path.to_path_buf()), optional))
 }
@@ -138,25 +187,36 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 /// A denied path may neither lie inside an allowed tree nor contain one.
-fn check_denied(denied: &[DeniedPath], allowed: &[(PathBuf, &PathRule)]) -> Result<(), PolicyError> {
+fn check_denied(
+    denied: &[DeniedPath],
+    allowed: &[(PathBuf, &PathRule)],
+) -> Result<(), PolicyError> {
     for deny in denied {
         let deny_path = canonical(&deny.path);
         for (path, rule) in allowed {
             let allowed_path = canonical(path);
             let message = if deny_path.starts_with(&allowed_path) {
-                format!("{} is denied but lies inside the allowed tree {}", deny.path.display(), path.display())
+                format!(
+                    "{} is denied but lies inside the allowed tree {}",
+                    deny.path.display(),
+                    path.display()
+                )
             } else if allowed_path.starts_with(&deny_path) {
-                format!("{} is denied but contains the allowed path {}", deny.path.display(), path.display())
+                format!(
+                    "{} is denied but contains the allowed path {}",
+                    deny.path.display(),
+                    path.display()
+                )
             } else {
                 continue;
             };
-            return Err(PolicyError::Contradiction {
+            return Err(PolicyError::Contradiction(Box::new(Contradiction {
                 at: deny.origin.clone(),
                 field: deny.field.clone(),
                 message,
                 other: rule.origin.clone(),
                 other_field: rule.field.clone(),
-            });
+            })));
         }
     }
     Ok(())
@@ -186,11 +246,18 @@ pub fn resolve(
             return Err(PolicyError::Value {
                 at: rule.origin.clone(),
                 field: rule.field.clone(),
-                message: format!("`{}` resolves to {}, which does not exist or is not absolute", rule.path, path.display()),
+                message: format!(
+                    "`{}` resolves to {}, which does not exist or is not absolute",
+                    rule.path,
+                    path.display()
+                ),
             });
         }
         origins.push((path.clone(), rule));
-        resolved.push(ResolvedPath { path, access: rule.access });
+        resolved.push(ResolvedPath {
+            path,
+            access: rule.access,
+        });
     }
     check_denied(denied, &origins)?;
     Ok(resolved)

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::{
     compiled::{ArgCheck, ArgTest, NetworkLayer, SeccompLayer, SyscallAction, SyscallRule},
-    error::{Location, PolicyError, Source},
+    error::{Contradiction, Location, PolicyError, Source},
     names::{errno_named, flag_value, syscalls_named},
     schema::{DefaultAction, DenyAction, SyscallsSection},
 };
@@ -24,13 +24,21 @@ struct Seen {
 
 /// Compiles `[syscalls]`; `derived` rules (from `[network]`, `[ipc]`) are added unless the
 /// policy already denies their syscall outright.
-pub fn compile(src: &Source<'_>, section: &SyscallsSection, derived: Vec<SyscallRule>) -> Result<SeccompLayer, PolicyError> {
+pub fn compile(
+    src: &Source<'_>,
+    section: &SyscallsSection,
+    derived: Vec<SyscallRule>,
+) -> Result<SeccompLayer, PolicyError> {
     let default_action = default_action(src, section)?;
     let mut allowed: BTreeMap<u32, Seen> = BTreeMap::new();
     for (index, name) in section.allow.iter().enumerate() {
         let field = format!("syscalls.allow[{index}]");
         for (number, _) in resolve_names(src, name, &field)? {
-            allowed.entry(number).or_insert(Seen { at: src.locate(name.span().start), field: field.clone(), conditional: false });
+            allowed.entry(number).or_insert(Seen {
+                at: src.locate(name.span().start),
+                field: field.clone(),
+                conditional: false,
+            });
         }
     }
     if default_action != SyscallAction::Allow {
@@ -47,16 +55,25 @@ pub fn compile(src: &Source<'_>, section: &SyscallsSection, derived: Vec<Syscall
         let field = format!("syscalls.deny[{index}]");
         let body = rule.get_ref();
         if body.names.is_empty() {
-            return Err(src.value_error(rule.span(), format!("{field}.names"), "list at least one syscall"));
+            return Err(src.value_error(
+                rule.span(),
+                format!("{field}.names"),
+                "list at least one syscall",
+            ));
         }
         let action = match (*body.action.get_ref(), &body.errno) {
             (DenyAction::Errno, None) => SyscallAction::Errno(EPERM),
             (DenyAction::Errno, Some(errno)) => SyscallAction::Errno(
-                errno_named(errno.get_ref()).map_err(|m| src.value_error(errno.span(), format!("{field}.errno"), m))?,
+                errno_named(errno.get_ref())
+                    .map_err(|m| src.value_error(errno.span(), format!("{field}.errno"), m))?,
             ),
             (DenyAction::Kill, None) => SyscallAction::Kill,
             (DenyAction::Kill, Some(errno)) => {
-                return Err(src.value_error(errno.span(), format!("{field}.errno"), "`errno` only applies to `action = \"errno\"`"));
+                return Err(src.value_error(
+                    errno.span(),
+                    format!("{field}.errno"),
+                    "`errno` only applies to `action = \"errno\"`",
+                ));
             }
         };
         let when = match &body.if_arg {
@@ -72,61 +89,128 @@ pub fn compile(src: &Source<'_>, section: &SyscallsSection, derived: Vec<Syscall
                     return Err(src.value_error(name.span(), name_field, "denying `execve` stops the command itself from starting; restrict what may run with `filesystem.executable`"));
                 }
                 if let Some(allow) = allowed.get(&number).filter(|_| !conditional) {
-                    return Err(contradiction(&at, &name_field, format!("`{syscall}` is denied but also allowed"), allow));
+                    return Err(contradiction(
+                        &at,
+                        &name_field,
+                        format!("`{syscall}` is denied but also allowed"),
+                        allow,
+                    ));
                 }
-                if let Some(first) = denied.get(&number).filter(|first| !(first.conditional && conditional)) {
-                    return Err(contradiction(&at, &name_field, format!("`{syscall}` is already denied"), first));
+                if let Some(first) = denied
+                    .get(&number)
+                    .filter(|first| !(first.conditional && conditional))
+                {
+                    return Err(contradiction(
+                        &at,
+                        &name_field,
+                        format!("`{syscall}` is already denied"),
+                        first,
+                    ));
                 }
-                denied.insert(number, Seen { at: at.clone(), field: name_field.clone(), conditional });
-                rules.push(SyscallRule { syscall: number, name: syscall, action, when: when.clone(), rule: field.clone(), origin: at.clone() });
+                denied.insert(
+                    number,
+                    Seen {
+                        at: at.clone(),
+                        field: name_field.clone(),
+                        conditional,
+                    },
+                );
+                rules.push(SyscallRule {
+                    syscall: number,
+                    name: syscall,
+                    action,
+                    when: when.clone(),
+                    rule: field.clone(),
+                    origin: at.clone(),
+                });
             }
         }
     }
-    rules.extend(derived.into_iter().filter(|rule| denied.get(&rule.syscall).is_none_or(|seen| seen.conditional)));
-    Ok(SeccompLayer { default_action, allowed: allowed.into_keys().collect(), rules })
+    rules.extend(derived.into_iter().filter(|rule| {
+        denied
+            .get(&rule.syscall)
+            .is_none_or(|seen| seen.conditional)
+    }));
+    Ok(SeccompLayer {
+        default_action,
+        allowed: allowed.into_keys().collect(),
+        rules,
+    })
 }
 
 fn contradiction(at: &Location, field: &str, message: String, other: &Seen) -> PolicyError {
-    PolicyError::Contradiction {
+    PolicyError::Contradiction(Box::new(Contradiction {
         at: at.clone(),
         field: field.to_owned(),
         message,
         other: other.at.clone(),
         other_field: other.field.clone(),
-    }
+    }))
 }
 
-fn resolve_names(src: &Source<'_>, name: &Spanned<String>, field: &str) -> Result<Vec<(u32, &'static str)>, PolicyError> {
+fn resolve_names(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    field: &str,
+) -> Result<Vec<(u32, &'static str)>, PolicyError> {
     syscalls_named(name.get_ref()).map_err(|message| src.value_error(name.span(), field, message))
 }
 
-fn default_action(src: &Source<'_>, section: &SyscallsSection) -> Result<SyscallAction, PolicyError> {
-    let default = section.default.as_ref().map_or(DefaultAction::Allow, |d| *d.get_ref());
+fn default_action(
+    src: &Source<'_>,
+    section: &SyscallsSection,
+) -> Result<SyscallAction, PolicyError> {
+    let default = section
+        .default
+        .as_ref()
+        .map_or(DefaultAction::Allow, |d| *d.get_ref());
     match (default, &section.default_errno) {
         (DefaultAction::Errno, errno) => Ok(SyscallAction::Errno(match errno {
             None => EPERM,
-            Some(errno) => errno_named(errno.get_ref()).map_err(|m| src.value_error(errno.span(), "syscalls.default_errno", m))?,
+            Some(errno) => errno_named(errno.get_ref())
+                .map_err(|m| src.value_error(errno.span(), "syscalls.default_errno", m))?,
         })),
-        (_, Some(errno)) => Err(src.value_error(errno.span(), "syscalls.default_errno", "`default_errno` only applies to `default = \"errno\"`")),
+        (_, Some(errno)) => Err(src.value_error(
+            errno.span(),
+            "syscalls.default_errno",
+            "`default_errno` only applies to `default = \"errno\"`",
+        )),
         (DefaultAction::Allow, None) => Ok(SyscallAction::Allow),
         (DefaultAction::Kill, None) => Ok(SyscallAction::Kill),
     }
 }
 
-fn arg_check(src: &Source<'_>, arg: &Spanned<super::schema::ArgBits>, field: &str) -> Result<ArgCheck, PolicyError> {
+fn arg_check(
+    src: &Source<'_>,
+    arg: &Spanned<super::schema::ArgBits>,
+    field: &str,
+) -> Result<ArgCheck, PolicyError> {
     let body = arg.get_ref();
     let index = *body.index.get_ref();
     if index > 5 {
-        return Err(src.value_error(body.index.span(), format!("{field}.index"), "syscalls have arguments 0 to 5"));
+        return Err(src.value_error(
+            body.index.span(),
+            format!("{field}.index"),
+            "syscalls have arguments 0 to 5",
+        ));
     }
     if body.any_of.is_empty() {
-        return Err(src.value_error(arg.span(), format!("{field}.any_of"), "list at least one flag"));
+        return Err(src.value_error(
+            arg.span(),
+            format!("{field}.any_of"),
+            "list at least one flag",
+        ));
     }
     let mut mask = 0;
     for (i, flag) in body.any_of.iter().enumerate() {
-        mask |= flag_value(flag.get_ref()).map_err(|m| src.value_error(flag.span(), format!("{field}.any_of[{i}]"), m))?;
+        mask |= flag_value(flag.get_ref())
+            .map_err(|m| src.value_error(flag.span(), format!("{field}.any_of[{i}]"), m))?;
     }
-    Ok(ArgCheck { index, dword: false, test: ArgTest::AnyBits(mask) })
+    Ok(ArgCheck {
+        index,
+        dword: false,
+        test: ArgTest::AnyBits(mask),
+    })
 }
 
 const AF_UNIX: u64 = 1;
@@ -142,9 +226,19 @@ const SOCK_TYPE_MASK: u64 = 0xf;
 /// The `socket(2)` rules a restricted network and `ipc.unix_sockets = false` imply: Landlock
 /// covers TCP only, so UDP (unless allowed), raw, packet and every non-IP family is refused at
 /// creation, with `EACCES` like Landlock's own denials.
-pub fn socket_rules(network: &NetworkLayer, unix_sockets: bool, net_origin: &Location, net_rule: &str, ipc_origin: &Location) -> Vec<SyscallRule> {
+pub fn socket_rules(
+    network: &NetworkLayer,
+    unix_sockets: bool,
+    net_origin: &Location,
+    net_rule: &str,
+    ipc_origin: &Location,
+) -> Vec<SyscallRule> {
     let socket = u32::try_from(Sysno::socket.id()).unwrap_or_default();
-    let arg = |index, test| ArgCheck { index, dword: true, test };
+    let arg = |index, test| ArgCheck {
+        index,
+        dword: true,
+        test,
+    };
     let rule = |when: Vec<ArgCheck>, name: &str, origin: &Location| SyscallRule {
         syscall: socket,
         name: "socket",
@@ -155,25 +249,58 @@ pub fn socket_rules(network: &NetworkLayer, unix_sockets: bool, net_origin: &Loc
     };
     let mut rules = Vec::new();
     if network.is_restricted() {
-        let udp_allowed = network.allow.iter().any(|a| a.protocol == super::compiled::IPPROTO_UDP);
+        let udp_allowed = network
+            .allow
+            .iter()
+            .any(|a| a.protocol == super::compiled::IPPROTO_UDP);
         let not_family = |family| arg(0, ArgTest::NotEquals(family));
-        rules.push(rule(vec![not_family(AF_UNIX), not_family(AF_INET), not_family(AF_INET6)], net_rule, net_origin));
+        rules.push(rule(
+            vec![
+                not_family(AF_UNIX),
+                not_family(AF_INET),
+                not_family(AF_INET6),
+            ],
+            net_rule,
+            net_origin,
+        ));
         for family in [AF_INET, AF_INET6] {
             let is_family = arg(0, ArgTest::Equals(family));
-            let of_type = |ty| arg(1, ArgTest::MaskedEquals { mask: SOCK_TYPE_MASK, value: ty });
-            let types = OTHER_SOCK_TYPES.iter().copied().chain((!udp_allowed).then_some(SOCK_DGRAM));
+            let of_type = |ty| {
+                arg(
+                    1,
+                    ArgTest::MaskedEquals {
+                        mask: SOCK_TYPE_MASK,
+                        value: ty,
+                    },
+                )
+            };
+            let types = OTHER_SOCK_TYPES
+                .iter()
+                .copied()
+                .chain((!udp_allowed).then_some(SOCK_DGRAM));
             for ty in types {
                 rules.push(rule(vec![is_family, of_type(ty)], net_rule, net_origin));
             }
-            let protocols = [(SOCK_STREAM, 6)].into_iter().chain(udp_allowed.then_some((SOCK_DGRAM, 17)));
+            let protocols = [(SOCK_STREAM, 6)]
+                .into_iter()
+                .chain(udp_allowed.then_some((SOCK_DGRAM, 17)));
             for (ty, protocol) in protocols {
-                let other_protocol = vec![is_family, of_type(ty), arg(2, ArgTest::NotEquals(0)), arg(2, ArgTest::NotEquals(protocol))];
+                let other_protocol = vec![
+                    is_family,
+                    of_type(ty),
+                    arg(2, ArgTest::NotEquals(0)),
+                    arg(2, ArgTest::NotEquals(protocol)),
+                ];
                 rules.push(rule(other_protocol, net_rule, net_origin));
             }
         }
     }
     if !unix_sockets {
-        rules.push(rule(vec![arg(0, ArgTest::Equals(AF_UNIX))], "ipc.unix_sockets", ipc_origin));
+        rules.push(rule(
+            vec![arg(0, ArgTest::Equals(AF_UNIX))],
+            "ipc.unix_sockets",
+            ipc_origin,
+        ));
     }
     rules
 }

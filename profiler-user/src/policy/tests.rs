@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    CompiledPolicy, FsAccess, PathTemplate, PolicyError, SyscallAction, explain, layers, load, parse,
+    CompiledPolicy, FsAccess, PathTemplate, PolicyError, SyscallAction, explain, layers, load,
+    parse,
 };
 
 fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
 }
 
 /// The error for `text`, checked to point at `line:column` and name `field`.
@@ -17,7 +20,12 @@ fn error_at(text: &str, line: usize, column: usize, field: &str) -> PolicyError 
     let location = error.location().expect("a location");
     assert_eq!((location.line, location.column), (line, column), "{error}");
     assert_eq!(error.field(), Some(field), "{error}");
-    assert!(error.to_string().starts_with(&format!("p.toml:{line}:{column}: `{field}`")), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("p.toml:{line}:{column}: `{field}`")),
+        "{error}"
+    );
     error
 }
 
@@ -26,9 +34,21 @@ fn shipped_policies_compile() {
     for name in ["judge.toml", "interpreted.toml"] {
         let policy = load(&shipped(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(policy.network.deny_all, "{name}");
-        assert!(policy.landlock.restrict_tcp && policy.landlock.scope_signals, "{name}");
-        let executable: Vec<_> = policy.landlock.paths.iter().filter(|r| r.access.execute).map(|r| &r.path).collect();
-        assert!(executable.contains(&&PathTemplate::Command), "{name}: {executable:?}");
+        assert!(
+            policy.landlock.restrict_tcp && policy.landlock.scope_signals,
+            "{name}"
+        );
+        let executable: Vec<_> = policy
+            .landlock
+            .paths
+            .iter()
+            .filter(|r| r.access.execute)
+            .map(|r| &r.path)
+            .collect();
+        assert!(
+            executable.contains(&&PathTemplate::Command),
+            "{name}: {executable:?}"
+        );
     }
 }
 
@@ -36,27 +56,74 @@ fn shipped_policies_compile() {
 fn judge_policy_denies_what_the_issue_lists() {
     let policy = load(&shipped("judge.toml")).unwrap();
     let action_of = |name: &str| {
-        policy.seccomp.rules.iter().find(|r| r.name == name && r.when.is_empty()).map(|r| r.action)
+        policy
+            .seccomp
+            .rules
+            .iter()
+            .find(|r| r.name == name && r.when.is_empty())
+            .map(|r| r.action)
     };
     for name in [
-        "io_uring_setup", "io_uring_enter", "io_uring_register", "ptrace", "mount", "umount2", "unshare",
-        "setns", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load",
-        "kexec_file_load", "personality", "process_vm_readv", "process_vm_writev", "userfaultfd",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "ptrace",
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "kexec_load",
+        "kexec_file_load",
+        "personality",
+        "process_vm_readv",
+        "process_vm_writev",
+        "userfaultfd",
     ] {
         assert_eq!(action_of(name), Some(SyscallAction::Errno(1)), "{name}");
     }
     assert_eq!(action_of("clone3"), Some(SyscallAction::Errno(38)));
-    let clone = policy.seccomp.rules.iter().find(|r| r.name == "clone").expect("a clone rule");
-    assert_eq!(clone.when.len(), 1, "clone is denied only with namespace flags");
+    let clone = policy
+        .seccomp
+        .rules
+        .iter()
+        .find(|r| r.name == "clone")
+        .expect("a clone rule");
+    assert_eq!(
+        clone.when.len(),
+        1,
+        "clone is denied only with namespace flags"
+    );
     assert_eq!(policy.seccomp.default_action, SyscallAction::Allow);
     assert!(policy.limits.cpu_time.is_some() && policy.limits.fork_rate.is_some());
-    let workdir = policy.landlock.paths.iter().find(|r| r.path == PathTemplate::Workdir(PathBuf::new())).unwrap();
-    assert_eq!(workdir.access, FsAccess { read: true, write: true, execute: false });
+    let workdir = policy
+        .landlock
+        .paths
+        .iter()
+        .find(|r| r.path == PathTemplate::Workdir(PathBuf::new()))
+        .unwrap();
+    assert_eq!(
+        workdir.access,
+        FsAccess {
+            read: true,
+            write: true,
+            execute: false
+        }
+    );
 }
 
 #[test]
 fn unknown_field_names_the_field_and_its_place() {
-    let error = error_at("mode = \"enforce\"\n[limits]\nmemroy = \"1MiB\"\n", 3, 1, "limits.memroy");
+    let error = error_at(
+        "mode = \"enforce\"\n[limits]\nmemroy = \"1MiB\"\n",
+        3,
+        1,
+        "limits.memroy",
+    );
     assert!(error.to_string().contains("unknown field"), "{error}");
 }
 
@@ -76,15 +143,46 @@ fn invalid_toml_is_located() {
 
 #[test]
 fn bad_paths_are_refused() {
-    let error = error_at("[filesystem]\nreadable = [\"/usr/lib\", \"lib\"]\n", 2, 25, "filesystem.readable[1]");
+    let error = error_at(
+        "[filesystem]\nreadable = [\"/usr/lib\", \"lib\"]\n",
+        2,
+        25,
+        "filesystem.readable[1]",
+    );
     assert!(error.to_string().contains("relative"), "{error}");
-    let error = error_at("[filesystem]\nwritable = [\"/no/such/dir\"]\n", 2, 13, "filesystem.writable[0]");
+    let error = error_at(
+        "[filesystem]\nwritable = [\"/no/such/dir\"]\n",
+        2,
+        13,
+        "filesystem.writable[0]",
+    );
     assert!(error.to_string().contains("does not exist"), "{error}");
-    let error = error_at("[filesystem]\nreadable = [\"{home}/x\"]\n", 2, 13, "filesystem.readable[0]");
-    assert!(error.to_string().contains("unknown placeholder `{home}`"), "{error}");
-    error_at("[filesystem]\nreadable = [\"/usr/../etc\"]\n", 2, 13, "filesystem.readable[0]");
-    error_at("[filesystem]\nexecutable = [\"{command}/x\"]\n", 2, 15, "filesystem.executable[0]");
-    assert!(parse("p.toml", "[filesystem]\nreadable = [\"/no/such/dir?\"]\n").is_ok(), "`?` makes a path optional");
+    let error = error_at(
+        "[filesystem]\nreadable = [\"{home}/x\"]\n",
+        2,
+        13,
+        "filesystem.readable[0]",
+    );
+    assert!(
+        error.to_string().contains("unknown placeholder `{home}`"),
+        "{error}"
+    );
+    error_at(
+        "[filesystem]\nreadable = [\"/usr/../etc\"]\n",
+        2,
+        13,
+        "filesystem.readable[0]",
+    );
+    error_at(
+        "[filesystem]\nexecutable = [\"{command}/x\"]\n",
+        2,
+        15,
+        "filesystem.executable[0]",
+    );
+    assert!(
+        parse("p.toml", "[filesystem]\nreadable = [\"/no/such/dir?\"]\n").is_ok(),
+        "`?` makes a path optional"
+    );
 }
 
 #[test]
@@ -112,15 +210,26 @@ fn unknown_syscall_and_errno_names_are_refused() {
 fn path_both_denied_and_writable_is_a_contradiction() {
     let text = "[filesystem]\nwritable = [\"/tmp\"]\ndenied = [\"/tmp/secret\"]\n";
     let error = error_at(text, 3, 11, "filesystem.denied[0]");
-    let PolicyError::Contradiction { other, other_field, .. } = &error else { panic!("{error}") };
-    assert_eq!((other.line, other.column, other_field.as_str()), (2, 13, "filesystem.writable[0]"));
+    let PolicyError::Contradiction(contradiction) = &error else {
+        panic!("{error}")
+    };
+    let (other, other_field) = (&contradiction.other, &contradiction.other_field);
+    assert_eq!(
+        (other.line, other.column, other_field.as_str()),
+        (2, 13, "filesystem.writable[0]")
+    );
 }
 
 #[test]
 fn syscall_both_allowed_and_denied_is_a_contradiction() {
     let text = "[syscalls]\nallow = [\"ptrace\"]\n[[syscalls.deny]]\nnames = [\"ptrace\"]\naction = \"kill\"\n";
     let error = error_at(text, 4, 10, "syscalls.deny[0].names[0]");
-    assert!(error.to_string().contains("syscalls.allow[0]` at p.toml:2:10"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("syscalls.allow[0]` at p.toml:2:10"),
+        "{error}"
+    );
     let twice = "[[syscalls.deny]]\nnames = [\"bpf\"]\naction = \"kill\"\n[[syscalls.deny]]\nnames = [\"bpf\"]\naction = \"errno\"\n";
     error_at(twice, 5, 10, "syscalls.deny[1].names[0]");
 }
@@ -129,21 +238,43 @@ fn syscall_both_allowed_and_denied_is_a_contradiction() {
 fn network_allow_with_deny_all_is_a_contradiction() {
     let text = "[network]\ndeny_all = true\nallow = [\"127.0.0.1:80/tcp\"]\n";
     let error = error_at(text, 3, 10, "network.allow[0]");
-    assert!(error.to_string().contains("`network.deny_all` at p.toml:2:12"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("`network.deny_all` at p.toml:2:12"),
+        "{error}"
+    );
 }
 
 #[test]
 fn malformed_network_entry_is_located() {
-    let error = error_at("[network]\nallow = [\"127.0.0.1:80\"]\n", 2, 10, "network.allow[0]");
+    let error = error_at(
+        "[network]\nallow = [\"127.0.0.1:80\"]\n",
+        2,
+        10,
+        "network.allow[0]",
+    );
     assert!(error.to_string().contains("no protocol"), "{error}");
 }
 
 #[test]
 fn default_deny_needs_execve_allowed() {
-    let error = error_at("[syscalls]\ndefault = \"errno\"\nallow = [\"read\"]\n", 2, 11, "syscalls.default");
+    let error = error_at(
+        "[syscalls]\ndefault = \"errno\"\nallow = [\"read\"]\n",
+        2,
+        11,
+        "syscalls.default",
+    );
     assert!(error.to_string().contains("execve"), "{error}");
-    let policy = parse("p.toml", "[syscalls]\ndefault = \"kill\"\nallow = [\"execve\", \"read\"]\n").unwrap();
-    assert_eq!((policy.seccomp.default_action, policy.seccomp.allowed.len()), (SyscallAction::Kill, 2));
+    let policy = parse(
+        "p.toml",
+        "[syscalls]\ndefault = \"kill\"\nallow = [\"execve\", \"read\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (policy.seccomp.default_action, policy.seccomp.allowed.len()),
+        (SyscallAction::Kill, 2)
+    );
 }
 
 #[test]
@@ -153,8 +284,15 @@ fn network_allow_list_becomes_map_entries_and_landlock_ports() {
     assert!(!policy.network.deny_all);
     assert_eq!(policy.network.allow.len(), 2);
     assert_eq!(policy.landlock.tcp_connect_ports, vec![8080]);
-    let dgram_denied = policy.seccomp.rules.iter().any(|r| r.name == "socket" && r.when.iter().any(|c| c.to_string() == "arg1 & 0xf == 2" ) && r.when.len() == 2);
-    assert!(!dgram_denied, "UDP sockets stay possible when a UDP destination is allowed");
+    let dgram_denied = policy.seccomp.rules.iter().any(|r| {
+        r.name == "socket"
+            && r.when.iter().any(|c| c.to_string() == "arg1 & 0xf == 2")
+            && r.when.len() == 2
+    });
+    assert!(
+        !dgram_denied,
+        "UDP sockets stay possible when a UDP destination is allowed"
+    );
 }
 
 #[test]
@@ -170,7 +308,10 @@ fn kill_rules_feed_the_tracepoint_list_only_when_unconditional() {
     let text = "[[syscalls.deny]]\nnames = [\"ptrace\"]\naction = \"kill\"\n\
                 [[syscalls.deny]]\nnames = [\"clone\"]\naction = \"kill\"\nif_arg = { index = 0, any_of = [\"CLONE_NEWUSER\"] }\n";
     let policy = parse("p.toml", text).unwrap();
-    assert_eq!(policy.kill_syscalls, vec![u32::try_from(syscalls::Sysno::ptrace.id()).unwrap()]);
+    assert_eq!(
+        policy.kill_syscalls,
+        vec![u32::try_from(syscalls::Sysno::ptrace.id()).unwrap()]
+    );
 }
 
 #[test]
@@ -178,13 +319,24 @@ fn placeholders_resolve_per_run_and_denied_paths_are_checked_again() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[filesystem]\nwritable = [\"{workdir}\"]\nexecutable = [\"{command}\"]\ndenied = [\"/etc/shadow\"]\n";
     let policy = parse("p.toml", text).unwrap();
-    let resolved = policy.resolve_paths(dir.path(), Path::new("/bin/sh")).unwrap();
+    let resolved = policy
+        .resolve_paths(dir.path(), Path::new("/bin/sh"))
+        .unwrap();
     assert_eq!(resolved[0].path, dir.path());
     assert_eq!(resolved[1].path, Path::new("/bin/sh"));
-    let error = policy.resolve_paths(Path::new("/etc"), Path::new("/bin/sh")).unwrap_err();
-    assert!(matches!(error, PolicyError::Contradiction { .. }), "{error}");
-    let error = policy.resolve_paths(&dir.path().join("missing"), Path::new("/bin/sh")).unwrap_err();
-    assert!(error.to_string().starts_with("p.toml:2:13: `filesystem.writable[0]`"), "{error}");
+    let error = policy
+        .resolve_paths(Path::new("/etc"), Path::new("/bin/sh"))
+        .unwrap_err();
+    assert!(matches!(error, PolicyError::Contradiction(_)), "{error}");
+    let error = policy
+        .resolve_paths(&dir.path().join("missing"), Path::new("/bin/sh"))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("p.toml:2:13: `filesystem.writable[0]`"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -212,7 +364,15 @@ fn explain_says_what_a_submission_may_and_may_not_do() {
 fn check_output_lists_every_layer() {
     let policy = load(&shipped("judge.toml")).unwrap();
     let text = layers(&policy);
-    for expected in ["landlock (applied before exec):", "read,write           {workdir}", "seccomp", "errno ENOSYS   clone3", "network (cgroup BPF", "deny all", "limits:"] {
+    for expected in [
+        "landlock (applied before exec):",
+        "read,write           {workdir}",
+        "seccomp",
+        "errno ENOSYS   clone3",
+        "network (cgroup BPF",
+        "deny all",
+        "limits:",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }

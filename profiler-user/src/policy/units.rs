@@ -46,21 +46,36 @@ fn scaled(text: &str, units: &[(&str, u64)], what: &str) -> Result<u64, String> 
     let (number, unit) = (&text[..split], text[split..].trim());
     let known = || units.iter().map(|(u, _)| *u).collect::<Vec<_>>().join(", ");
     if number.is_empty() {
-        return Err(format!("`{text}` is not a {what}: it must start with a number"));
+        return Err(format!(
+            "`{text}` is not a {what}: it must start with a number"
+        ));
     }
     if unit.is_empty() {
-        return Err(format!("`{text}` has no unit; write e.g. `{number}{}` (units: {})", units[1].0, known()));
+        return Err(format!(
+            "`{text}` has no unit; write e.g. `{number}{}` (units: {})",
+            units[1].0,
+            known()
+        ));
     }
     let Some(&(_, scale)) = units.iter().find(|(u, _)| *u == unit) else {
-        return Err(format!("`{unit}` is not a unit of {what} (units: {})", known()));
+        return Err(format!(
+            "`{unit}` is not a unit of {what} (units: {})",
+            known()
+        ));
     };
     let digits: String = number.chars().filter(|&c| c != '_').collect();
     let value = if let Some((whole, fraction)) = digits.split_once('.') {
-        let whole: u64 = if whole.is_empty() { 0 } else { parse_digits(whole, text)? };
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            parse_digits(whole, text)?
+        };
         let mut fraction_value = 0u128;
         let mut denominator = 1u128;
         for digit in fraction.chars().take(18) {
-            let digit = digit.to_digit(10).ok_or_else(|| format!("`{text}` is not a number"))?;
+            let digit = digit
+                .to_digit(10)
+                .ok_or_else(|| format!("`{text}` is not a number"))?;
             fraction_value = fraction_value * 10 + u128::from(digit);
             denominator *= 10;
         }
@@ -102,7 +117,12 @@ impl TimeSpan {
 impl fmt::Display for ByteSize {
     /// The largest binary unit that divides the size exactly ("256 MiB", "1000 B").
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, scale) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, scale) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if self.0 >= scale && self.0 % scale == 0 {
                 return write!(f, "{} {unit}", self.0 / scale);
             }
@@ -134,7 +154,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size such as \"256MiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))
@@ -156,13 +178,17 @@ impl<'de> Deserialize<'de> for TimeSpan {
                 f.write_str("a duration with a unit, such as \"2s\" or \"500ms\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeSpan, E> {
-                Err(E::custom(format!("a bare number is ambiguous; write \"{v}s\" or \"{v}ms\"")))
+                Err(E::custom(format!(
+                    "a bare number is ambiguous; write \"{v}s\" or \"{v}ms\""
+                )))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeSpan, E> {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<TimeSpan, E> {
-                Err(E::custom(format!("a bare number is ambiguous; write \"{v}s\"")))
+                Err(E::custom(format!(
+                    "a bare number is ambiguous; write \"{v}s\""
+                )))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TimeSpan, E> {
                 TimeSpan::parse(v).map_err(E::custom)
@@ -191,18 +217,43 @@ mod tests {
     #[test]
     fn sizes_without_a_known_unit_are_refused() {
         assert!(ByteSize::parse("256").unwrap_err().contains("no unit"));
-        assert!(ByteSize::parse("256 mb").unwrap_err().contains("not a unit"));
-        assert!(ByteSize::parse("MiB").unwrap_err().contains("start with a number"));
-        assert!(ByteSize::parse("1.2.3MiB").unwrap_err().contains("not a number"));
-        assert!(ByteSize::parse("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            ByteSize::parse("256 mb")
+                .unwrap_err()
+                .contains("not a unit")
+        );
+        assert!(
+            ByteSize::parse("MiB")
+                .unwrap_err()
+                .contains("start with a number")
+        );
+        assert!(
+            ByteSize::parse("1.2.3MiB")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            ByteSize::parse("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
     fn durations_take_units_and_fractions() {
         assert_eq!(TimeSpan::parse("2s"), Ok(TimeSpan(Duration::from_secs(2))));
-        assert_eq!(TimeSpan::parse("500ms"), Ok(TimeSpan(Duration::from_millis(500))));
-        assert_eq!(TimeSpan::parse("1.5s"), Ok(TimeSpan(Duration::from_millis(1500))));
-        assert_eq!(TimeSpan::parse("2m"), Ok(TimeSpan(Duration::from_secs(120))));
+        assert_eq!(
+            TimeSpan::parse("500ms"),
+            Ok(TimeSpan(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            TimeSpan::parse("1.5s"),
+            Ok(TimeSpan(Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            TimeSpan::parse("2m"),
+            Ok(TimeSpan(Duration::from_secs(120)))
+        );
         assert_eq!(TimeSpan(Duration::from_millis(500)).to_string(), "500 ms");
         assert_eq!(TimeSpan(Duration::from_secs(2)).to_string(), "2 s");
     }
@@ -210,7 +261,15 @@ mod tests {
     #[test]
     fn durations_without_a_unit_are_refused() {
         assert!(TimeSpan::parse("2").unwrap_err().contains("no unit"));
-        assert!(TimeSpan::parse("2 fortnights").unwrap_err().contains("not a unit"));
-        assert!(TimeSpan::parse("-1s").unwrap_err().contains("start with a number"));
+        assert!(
+            TimeSpan::parse("2 fortnights")
+                .unwrap_err()
+                .contains("not a unit")
+        );
+        assert!(
+            TimeSpan::parse("-1s")
+                .unwrap_err()
+                .contains("start with a number")
+        );
     }
 }

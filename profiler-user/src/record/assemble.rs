@@ -17,6 +17,9 @@ pub trait FrameResolver {
     fn user_frames(&mut self, tgid: u32, ips: &[u64]) -> Vec<Frame>;
     /// Frames of a kernel stack, `ips` leaf first; one frame per address, leaf first.
     fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame>;
+    /// Called once with every distinct stack before the per-stack calls, so that a resolver
+    /// can look all addresses up in one pass per file.
+    fn prefetch(&mut self, _user: &[(u32, &[u64])], _kernel: &[&[u64]]) {}
 }
 
 /// The `comm` bytes as text, up to the first NUL.
@@ -40,6 +43,7 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
     // The same kernel stack recurs across processes, the same user stack within one.
     let mut kernel_cache: HashMap<i32, (Vec<FrameId>, u64)> = HashMap::new();
     let mut user_cache: HashMap<(u32, i32), (Vec<FrameId>, u64)> = HashMap::new();
+    prefetch(raw, resolver);
     for (key, count) in &raw.counts {
         let SampleKey { tgid, user_stack_id, kernel_stack_id, cgroup_id, comm, .. } = *key;
         let mut truncated = false;
@@ -72,6 +76,26 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
     profile.merge_identical_stacks();
     profile.completeness = completeness;
     profile
+}
+
+fn prefetch(raw: &RawSamples, resolver: &mut impl FrameResolver) {
+    let mut seen_user = std::collections::HashSet::new();
+    let mut seen_kernel = std::collections::HashSet::new();
+    let mut user = Vec::new();
+    let mut kernel = Vec::new();
+    for (key, _) in &raw.counts {
+        if let Some(ips) = stack(raw, key.user_stack_id) {
+            if seen_user.insert((key.tgid, key.user_stack_id)) {
+                user.push((key.tgid, ips));
+            }
+        }
+        if let Some(ips) = stack(raw, key.kernel_stack_id) {
+            if seen_kernel.insert(key.kernel_stack_id) {
+                kernel.push(ips);
+            }
+        }
+    }
+    resolver.prefetch(&user, &kernel);
 }
 
 fn stack(raw: &RawSamples, id: i32) -> Option<&[u64]> {

@@ -203,4 +203,10 @@ impl FrameResolver for Resolver<'_> {
     fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
         self.symbolizer.symbolize_kernel(ips)
     }
+
+    fn prefetch(&mut self, user: &[(u32, &[u64])], kernel: &[&[u64]]) {
+        // Results are cached by address; the per-stack calls that follow are cache hits.
+        let _ = self.symbolizer.symbolize_user_batch(self.spaces, user);
+        let _ = self.symbolizer.symbolize_kernel_batch(kernel);
+    }
 }

@@ -233,7 +233,7 @@ mod tests {
             Frame::function("main", FrameKind::User),
         ];
         let ev = event(libc::SYS_openat, -2, "/nope");
-        let call = SlowCall::from_event(&ev, 3_600_000_000_123_456, "/judge".into(), &stack);
+        let call = SlowCall::from_event(&ev, 3_600_000_123_456, "/judge".into(), &stack);
         assert_eq!(call.syscall, "openat");
         assert_eq!(call.errno.as_deref(), Some("ENOENT"));
         assert_eq!(call.args, "dirfd=AT_FDCWD, path=\"/nope\", flags=0o2");

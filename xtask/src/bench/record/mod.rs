@@ -308,9 +308,10 @@ fn perf_record(hz: &str, data: &Path) -> Command {
 }
 
 /// perf 6.1 sometimes aborts in the build-id pass at the end of `perf record -a`
-/// (`assertion failed at util/build-id.c:1010`, then `stack smashing detected`). Rather than
-/// measure a different perf (`--no-buildid` skips that pass and would flatter it), a failed
-/// perf measurement is repeated, at most [`PERF_ATTEMPTS`] times in all.
+/// (`assertion failed at util/build-id.c:1010`, then `stack smashing detected`), seen here while
+/// other work (test suites mapping unusual ELF files) ran at the same time. Rather than measure
+/// a different perf (`--no-buildid` skips that pass and would flatter it), a failed perf
+/// measurement is repeated, [`PERF_ATTEMPTS`] times in all.
 fn retry_perf<T>(mut measure: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut attempt = 1;
     loop {
@@ -320,7 +321,13 @@ fn retry_perf<T>(mut measure: impl FnMut() -> anyhow::Result<T>) -> anyhow::Resu
                 attempt += 1;
                 thread::sleep(COOLDOWN);
             }
-            result => return result,
+            Err(e) => {
+                return Err(e).context(
+                    "perf failed every time; if it aborted in util/build-id.c, that is a perf \
+                     bug triggered by other processes: run the benchmark on a quiet machine",
+                );
+            }
+            Ok(result) => return Ok(result),
         }
     }
 }
