@@ -24,6 +24,6 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: bpf_probe_read_kernel checks the access; the offset comes from the format file.
     let child: i32 = unsafe { ctx.read_at(offset) }?;
     // A new thread of a target is covered by its tgid already; inserting its tid is harmless.
-    TARGET_TGIDS.insert(&(child as u32), &flags, BPF_ANY as u64)?;
+    TARGET_TGIDS.insert(child as u32, flags, BPF_ANY as u64)?;
     Ok(0)
 }

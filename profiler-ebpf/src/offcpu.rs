@@ -17,6 +17,9 @@ use crate::{
 };
 
 const EFAULT: i64 = 14;
+/// Kernel frames to leave out at the leaf of the stack (`BPF_F_SKIP_FIELD_MASK`): this program
+/// itself and `bpf_trace_run4`, so that the stack ends in `__schedule`.
+const KERNEL_FRAMES_TO_SKIP: u64 = 2;
 /// `TASK_DEAD` in `prev_state`: the task's last switch-out, it never comes back.
 const TASK_DEAD: u64 = 0x80;
 
@@ -104,7 +107,7 @@ fn switch_out(ctx: &RawTracePointContext, prev: u64, now: u64) {
             e
         }
     };
-    let kernel_stack_id = match ctx.get_stackid(&STACKS, 0) {
+    let kernel_stack_id = match ctx.get_stackid(&STACKS, KERNEL_FRAMES_TO_SKIP) {
         Ok(id) => id as i32,
         Err(e) => {
             count(OffCpuStat::LostKernelStack);

@@ -25,7 +25,7 @@ pub fn count(stat: SampleStat) {
 }
 
 pub fn try_sample(ctx: &PerfEventContext) -> Result<u32, u32> {
-    let tgid = (ctx.tgid()) as u32;
+    let tgid = ctx.tgid();
     if tgid == 0 {
         count(SampleStat::Idle);
         return Ok(0);
@@ -63,7 +63,7 @@ pub fn try_sample(ctx: &PerfEventContext) -> Result<u32, u32> {
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if let Some(value) = SAMPLE_COUNTS.get_ptr_mut(&key) {
+    if let Some(value) = SAMPLE_COUNTS.get_ptr_mut(key) {
         // SAFETY: the pointer is to a live map value; the add is atomic across CPUs.
         unsafe {
             core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -72,9 +72,9 @@ pub fn try_sample(ctx: &PerfEventContext) -> Result<u32, u32> {
         };
         return Ok(0);
     }
-    if SAMPLE_COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+    if SAMPLE_COUNTS.insert(key, 1, BPF_NOEXIST as u64).is_err() {
         // Either the map is full or another CPU inserted the key first.
-        match SAMPLE_COUNTS.get_ptr_mut(&key) {
+        match SAMPLE_COUNTS.get_ptr_mut(key) {
             // SAFETY: as above.
             Some(value) => unsafe {
                 core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod env;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -35,6 +36,8 @@ enum Command {
     Demo,
     /// Run a benchmark (all implemented ones without NAME).
     Bench(bench::BenchArgs),
+    /// Run a cargo-fuzz target of fuzz/ (nightly; installs cargo-fuzz if missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }
 

@@ -100,6 +100,11 @@ fn in_sandbox(layers: &PreparedLayers, attempt: impl Fn() -> i32) -> i32 {
     }
 }
 
+/// A system call's result as the child reports it: [`GOT_THROUGH`] on success, else the errno.
+fn outcome(rc: libc::c_int) -> i32 {
+    if rc >= 0 { GOT_THROUGH } else { errno() }
+}
+
 /// `open(path)`: 0 if it opened (the attempt got through), else the errno.
 fn open_errno(path: &CString) -> i32 {
     // SAFETY: a valid NUL-terminated path.
@@ -201,13 +206,9 @@ fn creating_a_user_namespace_fails() {
         return;
     }
     let layers = Run::new().layers("judge.toml", "/usr/bin/true");
-    // SAFETY: unshare with a flag only.
     let attempt = || {
-        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
-            GOT_THROUGH
-        } else {
-            errno()
-        }
+        // SAFETY: unshare with a flag only.
+        outcome(unsafe { libc::unshare(libc::CLONE_NEWUSER) })
     };
     assert_eq!(in_sandbox(&layers, attempt), libc::EPERM);
 }
@@ -305,13 +306,9 @@ fn tcp_connect_to_a_loopback_listener_is_refused_and_never_arrives() {
         Some(std::io::ErrorKind::WouldBlock),
         "no connection arrived"
     );
-    // SAFETY: socket with integer arguments.
     let udp = || {
-        if unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) } >= 0 {
-            GOT_THROUGH
-        } else {
-            errno()
-        }
+        // SAFETY: socket with integer arguments.
+        outcome(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) })
     };
     assert_eq!(
         in_sandbox(&layers, udp),
@@ -326,13 +323,9 @@ fn signalling_a_process_outside_the_sandbox_fails() {
         return;
     }
     let layers = Run::new().layers("judge.toml", "/usr/bin/true");
-    // SAFETY: signal 0 only checks permission; the parent is the test process.
     let attempt = || {
-        if unsafe { libc::kill(libc::getppid(), 0) } == 0 {
-            GOT_THROUGH
-        } else {
-            errno()
-        }
+        // SAFETY: signal 0 only checks permission; the parent is the test process.
+        outcome(unsafe { libc::kill(libc::getppid(), 0) })
     };
     assert_eq!(in_sandbox(&layers, attempt), libc::EPERM);
 }

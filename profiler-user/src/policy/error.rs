@@ -154,7 +154,7 @@ impl Source<'_> {
 }
 
 fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
-    outer.start <= inner.start && inner.end <= outer.end && !(outer.is_empty() && !inner.is_empty())
+    outer.start <= inner.start && inner.end <= outer.end && (inner.is_empty() || !outer.is_empty())
 }
 
 /// The dotted path of the innermost key or value of `table` whose span contains `span`.

@@ -200,7 +200,7 @@ pub fn explain(policy: &CompiledPolicy) -> String {
         out,
         "{}",
         match policy.mode {
-            Mode::Enforce => "Enforced: anything not allowed below is refused, and reported.",
+            Mode::Enforce => "Enforced: anything not allowed below is refused.",
             Mode::Audit =>
                 "Audit only: nothing is refused; everything below that would be refused is reported.",
         }
@@ -290,20 +290,21 @@ pub fn explain(policy: &CompiledPolicy) -> String {
         .iter()
         .filter(|r| r.rule.starts_with("syscalls."))
     {
-        let outcome = match rule.action {
+        let mut outcome = match rule.action {
             SyscallAction::Kill => "End the process".to_owned(),
             SyscallAction::Errno(errno) => format!("Refused with {}", errno_name(errno)),
             SyscallAction::Allow => "Allowed".to_owned(),
         };
-        let item = match rule.when.first().map(|c| c.test) {
-            Some(super::compiled::ArgTest::AnyBits(mask)) => {
-                format!("{} when asked for {}", rule.name, flag_names(mask))
-            }
-            _ => rule.name.to_owned(),
-        };
+        for check in &rule.when {
+            let flags = match check.test {
+                super::compiled::ArgTest::AnyBits(mask) => flag_names(mask).replace('|', ", "),
+                _ => check.to_string(),
+            };
+            let _ = write!(outcome, " when argument {} has any of {flags}", check.index);
+        }
         match groups.iter_mut().find(|(o, _)| *o == outcome) {
-            Some((_, items)) => items.push(item),
-            None => groups.push((outcome, vec![item])),
+            Some((_, items)) => items.push(rule.name.to_owned()),
+            None => groups.push((outcome, vec![rule.name.to_owned()])),
         }
     }
     for (outcome, items) in &groups {
@@ -329,6 +330,33 @@ pub fn explain(policy: &CompiledPolicy) -> String {
     let _ = writeln!(out, "\nLimits");
     for line in limit_lines(policy) {
         let _ = writeln!(out, "  {}{}.", line[..1].to_uppercase(), &line[1..]);
+    }
+    wrap(&out, 100)
+}
+
+/// Wraps lines longer than `width` at spaces, indenting continuations past the line's own
+/// indentation.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let mut current = " ".repeat(indent);
+        let mut empty = true;
+        for word in line.split_whitespace() {
+            if !empty && current.chars().count() + 1 + word.chars().count() > width {
+                out.push_str(&current);
+                out.push('\n');
+                current = " ".repeat(indent + 4);
+                empty = true;
+            }
+            if !empty {
+                current.push(' ');
+            }
+            current.push_str(word);
+            empty = false;
+        }
+        out.push_str(current.trim_end());
+        out.push('\n');
     }
     out
 }

@@ -8,7 +8,7 @@ use super::Outcome;
 use crate::run;
 
 /// (Debian package, the program that shows it is installed).
-const PACKAGES: [(&str, &str); 10] = [
+const PACKAGES: [(&str, &str); 11] = [
     ("gcc", "gcc"),
     ("linux-perf", "perf"),
     ("bpftool", "bpftool"),
@@ -19,13 +19,24 @@ const PACKAGES: [(&str, &str); 10] = [
     ("prometheus", "promtool"),
     ("golang-go", "go"),
     ("chromium", "chromium"),
+    // Split debug info of libc, libm and ld.so: their frames are named like any other.
+    ("libc6-dbg", "/usr/lib/debug/.build-id"),
 ];
+
+/// A program on PATH, or (for an absolute path) a file or directory the package installs.
+fn is_installed(program: &str) -> bool {
+    if program.starts_with('/') {
+        std::path::Path::new(program).exists()
+    } else {
+        run::find_program(program).is_some()
+    }
+}
 
 /// Installs the packages whose program is not found.
 pub fn ensure(root: bool) -> anyhow::Result<Outcome> {
     let missing: Vec<(&str, &str)> = PACKAGES
         .into_iter()
-        .filter(|(_, program)| run::find_program(program).is_none())
+        .filter(|(_, program)| !is_installed(program))
         .collect();
     if missing.is_empty() {
         let programs: Vec<&str> = PACKAGES.iter().map(|(_, program)| *program).collect();
@@ -61,7 +72,7 @@ pub fn ensure(root: bool) -> anyhow::Result<Outcome> {
     )?;
     let still_missing: Vec<&str> = missing
         .iter()
-        .filter(|(_, program)| run::find_program(program).is_none())
+        .filter(|(_, program)| !is_installed(program))
         .map(|(_, program)| *program)
         .collect();
     if !still_missing.is_empty() {
