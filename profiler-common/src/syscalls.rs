@@ -6,7 +6,8 @@ use crate::TASK_COMM_LEN;
 pub const MAP_SYSCALL_STATS: &str = "SYSCALL_STATS";
 /// Name of the per-CPU hash of error counts keyed by [`SyscallErrnoKey`].
 pub const MAP_SYSCALL_ERRNOS: &str = "SYSCALL_ERRNOS";
-/// Name of the hash of calls in flight, keyed by thread id.
+/// Name of the LRU hash of calls in flight, keyed by thread id (one entry per thread, reused
+/// from call to call; `enter_ns` 0 when no call is in flight).
 pub const MAP_SYSCALL_INFLIGHT: &str = "SYSCALL_INFLIGHT";
 /// Name of the ring buffer of [`SlowSyscallEvent`]s.
 pub const MAP_SYSCALL_EVENTS: &str = "SYSCALL_EVENTS";
@@ -22,7 +23,8 @@ pub const LATENCY_BUCKETS: usize = 40;
 pub const DEFAULT_SYSCALL_KEYS: u32 = 16 * 1024;
 /// Capacity of [`MAP_SYSCALL_ERRNOS`].
 pub const DEFAULT_SYSCALL_ERRNO_KEYS: u32 = 8 * 1024;
-/// Capacity of [`MAP_SYSCALL_INFLIGHT`]: threads inside a syscall at once.
+/// Capacity of [`MAP_SYSCALL_INFLIGHT`]: threads tracked at once (least recently used ones make
+/// room for new ones).
 pub const MAX_INFLIGHT: u32 = 32 * 1024;
 /// Size of [`MAP_SYSCALL_EVENTS`] in bytes.
 pub const SYSCALL_EVENTS_BYTES: u32 = 1 << 20;
@@ -76,7 +78,7 @@ pub struct SyscallErrnoKey {
 }
 const _: () = assert!(size_of::<SyscallErrnoKey>() == 24);
 
-/// A call in flight, stored at entry.
+/// A thread's call in flight, stored at entry; `enter_ns` is 0 once its exit was accounted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct InflightSyscall {

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use profiler_common::{
     DEFAULT_OFFCPU_KEYS, DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS,
@@ -47,10 +47,10 @@ pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
 pub static SYSCALL_ERRNOS: PerCpuHashMap<SyscallErrnoKey, u64> =
     PerCpuHashMap::with_max_entries(DEFAULT_SYSCALL_ERRNO_KEYS, 0);
 
-/// Calls in flight, by thread id.
+/// Calls in flight, by thread id; LRU, so that the entries of threads that exited make room.
 #[map(name = "SYSCALL_INFLIGHT")]
-pub static SYSCALL_INFLIGHT: HashMap<u32, InflightSyscall> =
-    HashMap::with_max_entries(MAX_INFLIGHT, 0);
+pub static SYSCALL_INFLIGHT: LruHashMap<u32, InflightSyscall> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
 /// Slow-call events.
 #[map(name = "SYSCALL_EVENTS")]

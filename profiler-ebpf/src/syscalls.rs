@@ -48,13 +48,26 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     if nr == NR_EXIT || nr == NR_EXIT_GROUP {
         return Ok(());
     }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tid = pid_tgid as u32;
+    // The thread's entry is reused from call to call: an update in place takes no lock and
+    // allocates nothing; only a thread's first call inserts.
+    if let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: a live map value of this thread; only this thread writes it (entry and exit
+        // of its own calls), and LRU eviction of a just-used entry needs 32K busier threads.
+        unsafe {
+            (*slot).enter_ns = now;
+            (*slot).nr = nr as u64;
+        }
+        return Ok(());
+    }
     let inflight = InflightSyscall {
-        // SAFETY: a helper without arguments.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
+        enter_ns: now,
         nr: nr as u64,
     };
     if SYSCALL_INFLIGHT
-        .insert(&(pid_tgid as u32), &inflight, BPF_ANY as u64)
+        .insert(&tid, &inflight, BPF_ANY as u64)
         .is_err()
     {
         count(SyscallStat::InflightFull);
@@ -81,8 +94,10 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: the value is copied out at once; only this thread writes its own entry.
-    let Some(inflight) = (unsafe { SYSCALL_INFLIGHT.get(&tid) }).copied() else {
+    let slot = SYSCALL_INFLIGHT.get_ptr_mut(&tid);
+    // SAFETY: a live map value of this thread, copied out at once; only this thread writes it.
+    let inflight = slot.map(|slot| unsafe { *slot });
+    let Some(inflight) = inflight.filter(|i| i.enter_ns != 0) else {
         // Untargeted, or a call that was already running when tracing began (or whose entry
         // found the in-flight map full): only the latter two are counted.
         if is_target(tgid, current_cgroup_id()) {
@@ -90,7 +105,10 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         return Ok(());
     };
-    let _ = SYSCALL_INFLIGHT.remove(&tid);
+    if let Some(slot) = slot {
+        // SAFETY: as above; a zero entry time marks the call as accounted.
+        unsafe { (*slot).enter_ns = 0 };
+    }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let duration = now.saturating_sub(inflight.enter_ns);

@@ -5,6 +5,7 @@
 //! builds folded stacks, flamegraphs, hot paths and reports, and [`export`] writes them out.
 //! Everything between `probes`/`collect` and the files is pure and unit-tested without root.
 
+pub mod ci;
 pub mod cli;
 pub mod collect;
 pub mod guard;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod codegen;
 mod demo;
 mod env;
 mod fuzz;
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a cargo-fuzz target of fuzz/ (nightly; installs cargo-fuzz if missing).
     Fuzz(fuzz::FuzzArgs),
+    /// Regenerate checked-in code (the pprof types from `profile.proto`; needs protoc).
+    Codegen,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Codegen => codegen::run(),
     }
 }
 

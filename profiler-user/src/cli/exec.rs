@@ -62,7 +62,40 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     layers
         .apply_in_child()
-        .map_err(|errno| anyhow::anyhow!("cannot apply the guard layers: {errno}"))?;
-    let errno = command.exec();
-    anyhow::bail!("cannot execute {}: {errno}", program.display())
+        .map_err(|errno| std::io::Error::from_raw_os_error(errno.into_raw()))
+        .context("cannot apply the guard layers")?;
+    let error = std::io::Error::from_raw_os_error(command.exec().into_raw());
+    Err(error).with_context(|| format!("cannot execute {}", program.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn exec_takes_the_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "flamewarden",
+            "exec",
+            "--policy",
+            "p.toml",
+            "--workdir",
+            "/tmp",
+            "--",
+            "./sol",
+            "-x",
+        ])
+        .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.policy, std::path::Path::new("p.toml"));
+        assert_eq!(args.command, ["./sol", "-x"]);
+        assert!(
+            Cli::try_parse_from(["flamewarden", "exec", "--policy", "p.toml"]).is_err(),
+            "a command is required"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface: clap derive, one module per subcommand.
 
+pub mod ci;
 pub mod exec;
 pub mod output;
 pub mod policy;
@@ -36,6 +37,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Apply a policy's Landlock, seccomp and rlimit layers to this process, then exec COMMAND.
     Exec(exec::ExecArgs),
+    /// Profile a benchmark in CI: flamegraph, pprof, diff against a baseline, gate on regressions.
+    Ci(ci::CiArgs),
 }
 
 /// Registers SIGINT and SIGTERM on a flag that long-running commands poll.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Syscalls(args) => syscalls::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Exec(args) => exec::run(args),
+        Command::Ci(args) => ci::run(args),
     }
 }
 

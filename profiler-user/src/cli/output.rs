@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::profile::{Profile, flamegraph, folded, json};
+use crate::profile::{Profile, flamegraph, folded, json, pprof};
 
 /// A format flamewarden can write a profile in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum OutputFormat {
     Folded,
     /// flamewarden's JSON (docs/profile-json.md).
     Json,
+    /// Gzipped pprof (`profile.proto`), for `go tool pprof` (`.pb.gz`).
+    Pprof,
 }
 
 /// One `-o FILE`.
@@ -33,13 +35,18 @@ pub struct Output {
 /// Parses `-o FILE`, naming the file when its extension is unknown (a clap value parser).
 pub fn parse_output(arg: &str) -> Result<Output, String> {
     let path = PathBuf::from(arg);
+    let is_pprof = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".pb.gz"));
     let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") if is_pprof => OutputFormat::Pprof,
         Some("svg") => OutputFormat::Svg,
         Some("folded") => OutputFormat::Folded,
         Some("json") => OutputFormat::Json,
         other => {
             return Err(format!(
-                "unknown output extension {} in `{arg}`: use .svg, .folded or .json",
+                "unknown output extension {} in `{arg}`: use .svg, .folded, .json or .pb.gz",
                 other.map_or("(none)".to_owned(), |e| format!("`.{e}`"))
             ));
         }
@@ -67,20 +74,33 @@ fn write_one(profile: &Profile, output: &Output, title: &str) -> anyhow::Result<
             write_empty_svg(profile, title, &mut w)?;
         }
         OutputFormat::Svg => {
-            let opts = flamegraph::SvgOptions { title: title.to_owned(), ..Default::default() };
+            let opts = flamegraph::SvgOptions {
+                title: title.to_owned(),
+                ..Default::default()
+            };
             flamegraph::write_svg(profile, &opts, &mut w)?;
         }
         OutputFormat::Folded => folded::write_folded(profile, &mut w)?,
         OutputFormat::Json => w.write_all(json::to_json_string(profile).as_bytes())?,
+        OutputFormat::Pprof => pprof::write_pprof_gz(profile, &mut w)?,
     }
     w.flush()?;
     Ok(())
 }
 
 /// An SVG that says no sample was taken, with the completeness line.
-fn write_empty_svg(profile: &Profile, title: &str, w: &mut impl std::io::Write) -> std::io::Result<()> {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    let line = crate::profile::report::completeness_line(&profile.completeness, profile.meta.weight_unit);
+fn write_empty_svg(
+    profile: &Profile,
+    title: &str,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let line =
+        crate::profile::report::completeness_line(&profile.completeness, profile.meta.weight_unit);
     write!(
         w,
         "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"90\" \
@@ -95,7 +115,11 @@ fn write_empty_svg(profile: &Profile, title: &str, w: &mut impl std::io::Write) 
 
 /// Whether `path` exists or its directory does (so a typo fails before recording).
 pub fn check_writable(output: &Output) -> anyhow::Result<()> {
-    let dir = output.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = output
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     anyhow::ensure!(
         dir.exists() || dir.parent().is_some_and(Path::exists),
         "cannot write {}: directory {} does not exist",
@@ -112,10 +136,18 @@ mod tests {
     #[test]
     fn picks_format_by_extension_and_names_bad_ones() {
         assert_eq!(parse_output("a/b.svg").unwrap().format, OutputFormat::Svg);
-        assert_eq!(parse_output("x.folded").unwrap().format, OutputFormat::Folded);
+        assert_eq!(
+            parse_output("x.folded").unwrap().format,
+            OutputFormat::Folded
+        );
         assert_eq!(parse_output("x.json").unwrap().format, OutputFormat::Json);
+        assert_eq!(parse_output("x.pb.gz").unwrap().format, OutputFormat::Pprof);
+        assert!(parse_output("x.tar.gz").is_err());
         let err = parse_output("report.txt").unwrap_err();
-        assert!(err.contains("`.txt`") && err.contains("report.txt"), "{err}");
+        assert!(
+            err.contains("`.txt`") && err.contains("report.txt"),
+            "{err}"
+        );
         assert!(parse_output("noext").unwrap_err().contains("(none)"));
     }
 }

@@ -13,12 +13,14 @@ use crate::{
 
 /// Arguments of `flamewarden record`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  flamewarden record -o cpu.svg -- ./solution < input.txt\n  \
+#[command(
+    after_help = "Examples:\n  flamewarden record -o cpu.svg -- ./solution < input.txt\n  \
     flamewarden record -p 1234 -d 30 -o api.svg -o api.json\n  \
     flamewarden record --cgroup /sys/fs/cgroup/unified/judge/run42 -o run.folded\n  \
     flamewarden record -a -F 999 -d 10 -o system.svg\n  \
     flamewarden record --off-cpu --min-block 100us -p 1234 -d 10 -o blocked.svg\n  \
-    flamewarden record --wall -o wall.svg -- ./solution")]
+    flamewarden record --wall -o wall.svg -- ./solution"
+)]
 pub struct RecordArgs {
     /// Profile these processes (repeatable; all their threads).
     #[arg(short, long = "pid", value_name = "PID")]
@@ -68,7 +70,9 @@ pub struct RecordArgs {
 
 /// Parses a positive number of seconds (fractions allowed).
 pub fn parse_secs(arg: &str) -> Result<Duration, String> {
-    let secs: f64 = arg.parse().map_err(|_| format!("`{arg}` is not a number of seconds"))?;
+    let secs: f64 = arg
+        .parse()
+        .map_err(|_| format!("`{arg}` is not a number of seconds"))?;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("`{arg}`: the duration must be positive"));
     }
@@ -90,10 +94,15 @@ pub fn choose_target(
     cgroups: &[PathBuf],
     all: bool,
 ) -> anyhow::Result<RecordTarget> {
-    let given = [!command.is_empty(), !pids.is_empty(), !cgroups.is_empty(), all]
-        .iter()
-        .filter(|&&b| b)
-        .count();
+    let given = [
+        !command.is_empty(),
+        !pids.is_empty(),
+        !cgroups.is_empty(),
+        all,
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
     anyhow::ensure!(
         given == 1,
         "give exactly one target: -- COMMAND, -p PID, --cgroup PATH or -a ({given} given)"
@@ -135,7 +144,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         min_block_ns: args.min_block.as_nanos().min(u64::MAX as u128) as u64,
         frequency_hz: args.frequency,
         duration: args.duration,
-        map_sizes: MapSizes { sample_keys: args.max_keys, stacks: args.max_stacks },
+        map_sizes: MapSizes {
+            sample_keys: args.max_keys,
+            stacks: args.max_stacks,
+        },
     };
     let recording = record(&opts, &stop)?;
     let title = match &recording.profile.meta.command {
@@ -177,18 +189,26 @@ mod tests {
 
     #[test]
     fn accepts_a_command_after_double_dash_with_its_own_flags() {
-        let r = record_args(&["record", "-F", "199", "-o", "a.svg", "-o", "a.json", "--", "ls", "-l"]);
+        let r = record_args(&[
+            "record", "-F", "199", "-o", "a.svg", "-o", "a.json", "--", "ls", "-l",
+        ]);
         assert_eq!(r.frequency, 199);
         assert_eq!(r.outputs.len(), 2);
         assert_eq!(r.command, ["ls", "-l"]);
-        assert!(matches!(r.target().unwrap(), crate::record::RecordTarget::Command(_)));
+        assert!(matches!(
+            r.target().unwrap(),
+            crate::record::RecordTarget::Command(_)
+        ));
     }
 
     #[test]
     fn rejects_zero_or_several_targets() {
         let err = record_args(&["record"]).target().unwrap_err().to_string();
         assert!(err.contains("exactly one target"), "{err}");
-        let err = record_args(&["record", "-a", "-p", "1"]).target().unwrap_err().to_string();
+        let err = record_args(&["record", "-a", "-p", "1"])
+            .target()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 given"), "{err}");
     }
 
@@ -197,7 +217,12 @@ mod tests {
         let r = record_args(&["record", "--off-cpu", "--min-block", "250us", "-a"]);
         assert!(r.off_cpu && !r.wall);
         assert_eq!(r.min_block.as_micros(), 250);
-        assert_eq!(record_args(&["record", "--wall", "-a"]).min_block.as_nanos(), 1_000);
+        assert_eq!(
+            record_args(&["record", "--wall", "-a"])
+                .min_block
+                .as_nanos(),
+            1_000
+        );
         assert!(parse(&["record", "--wall", "--off-cpu", "-a"]).is_err());
         assert!(parse(&["record", "--off-cpu", "--min-block", "soon", "-a"]).is_err());
     }
@@ -205,9 +230,22 @@ mod tests {
     #[test]
     fn rejects_bad_durations_and_output_extensions() {
         assert!(parse(&["record", "-a", "-d", "-3"]).is_err());
-        assert!(parse(&["record", "-a", "-d", "soon"]).unwrap_err().to_string().contains("soon"));
-        let err = parse(&["record", "-a", "-o", "x.png"]).unwrap_err().to_string();
+        assert!(
+            parse(&["record", "-a", "-d", "soon"])
+                .unwrap_err()
+                .to_string()
+                .contains("soon")
+        );
+        let err = parse(&["record", "-a", "-o", "x.png"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.png"), "{err}");
-        assert_eq!(record_args(&["record", "-a", "-d", "1.5"]).duration.unwrap().as_millis(), 1500);
+        assert_eq!(
+            record_args(&["record", "-a", "-d", "1.5"])
+                .duration
+                .unwrap()
+                .as_millis(),
+            1500
+        );
     }
 }

@@ -34,11 +34,13 @@ use crate::{
 
 /// Arguments of `flamewarden syscalls`.
 #[derive(Debug, Args)]
-#[command(after_help = "Without -d and without a command, the table refreshes every second \
+#[command(
+    after_help = "Without -d and without a command, the table refreshes every second \
     until Ctrl-C.\n\nExamples:\n  flamewarden syscalls -- ./solution < input.txt\n  \
     flamewarden syscalls -p 1234 -d 10 --by process\n  \
     flamewarden syscalls --cgroup /sys/fs/cgroup/api --slower-than 10ms\n  \
-    flamewarden syscalls -a -d 5 --histogram openat --json -o calls.json")]
+    flamewarden syscalls -a -d 5 --histogram openat --json -o calls.json"
+)]
 pub struct SyscallsArgs {
     /// Trace these processes (repeatable; all their threads).
     #[arg(short, long = "pid", value_name = "PID")]
@@ -74,7 +76,9 @@ pub struct SyscallsArgs {
 
 /// Parses `10ms`, `1.5s`, `250us` (or `µs`), `800ns` (a clap value parser).
 pub fn parse_duration(arg: &str) -> Result<Duration, String> {
-    let split = arg.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(arg.len());
+    let split = arg
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(arg.len());
     let (number, unit) = arg.split_at(split);
     let scale = match unit.trim() {
         "ns" => 1e-9,
@@ -82,9 +86,15 @@ pub fn parse_duration(arg: &str) -> Result<Duration, String> {
         "ms" => 1e-3,
         "s" => 1.0,
         "" => return Err(format!("`{arg}` has no unit: write e.g. 10ms, 500us or 2s")),
-        other => return Err(format!("`{arg}`: unknown unit `{other}` (use ns, us, ms or s)")),
+        other => {
+            return Err(format!(
+                "`{arg}`: unknown unit `{other}` (use ns, us, ms or s)"
+            ));
+        }
     };
-    let value: f64 = number.parse().map_err(|_| format!("`{arg}` is not a duration"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{arg}` is not a duration"))?;
     Ok(Duration::from_secs_f64(value * scale))
 }
 
@@ -135,8 +145,16 @@ pub fn run(args: SyscallsArgs) -> anyhow::Result<ExitCode> {
         choose_target(&args.command, &args.pids, &args.cgroups, args.all)?
     };
     if let Some(path) = &args.output {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref());
-        anyhow::ensure!(dir.is_dir(), "cannot write {}: no directory {}", path.display(), dir.display());
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(".".as_ref());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "cannot write {}: no directory {}",
+            path.display(),
+            dir.display()
+        );
     }
     let with_command = matches!(target, RecordTarget::Command(_));
     let live = args.duration.is_none() && !with_command && !args.json;
@@ -151,19 +169,29 @@ pub fn run(args: SyscallsArgs) -> anyhow::Result<ExitCode> {
 
     let table = build_table(&snapshot, args.by, &names);
     let report = if args.json {
-        to_json(&table, &description, elapsed.as_millis() as u64, &slow_calls)
+        to_json(
+            &table,
+            &description,
+            elapsed.as_millis() as u64,
+            &slow_calls,
+        )
     } else {
         let mut text = render_table(&table, None);
         for &nr in &args.histograms {
             let latency = latency_of(&snapshot, nr);
-            text.push_str(&format!("\n{} latency ({} calls):\n", syscall_name(nr), latency.count));
+            text.push_str(&format!(
+                "\n{} latency ({} calls):\n",
+                syscall_name(nr),
+                latency.count
+            ));
             text.push_str(&render_ascii(&latency.hist));
         }
         text
     };
     match &args.output {
         Some(path) => {
-            fs::write(path, &report).with_context(|| format!("failed to write {}", path.display()))?;
+            fs::write(path, &report)
+                .with_context(|| format!("failed to write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
         None if with_command => eprint!("{report}"),
@@ -176,7 +204,14 @@ pub fn run(args: SyscallsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-type Traced = (SyscallSnapshot, Vec<SlowCall>, Names, Duration, Option<crate::launch::ExitStatus>, String);
+type Traced = (
+    SyscallSnapshot,
+    Vec<SlowCall>,
+    Names,
+    Duration,
+    Option<crate::launch::ExitStatus>,
+    String,
+);
 
 /// Traces until the end of the session; returns the final snapshot and the slow calls.
 fn trace(
@@ -186,7 +221,9 @@ fn trace(
     sinks: &mut Sinks,
 ) -> anyhow::Result<Traced> {
     let mut session = Session::prepare(target)?;
-    let threshold_ns = args.slower_than.map(|d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
+    let threshold_ns = args
+        .slower_than
+        .map(|d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
     // Mappings are tracked before anything runs, so that slow calls of processes that exit at
     // once still get their stacks symbolized.
     let tracker = match threshold_ns {
@@ -196,7 +233,11 @@ fn trace(
     let mut ebpf = probes::load(MapSizes::default())?;
     session.apply(&mut ebpf)?;
     let mut slow = SlowCalls {
-        spaces: if tracker.is_some() { AddressSpaces::snapshot_proc(session.snapshot_pids()) } else { AddressSpaces::new() },
+        spaces: if tracker.is_some() {
+            AddressSpaces::snapshot_proc(session.snapshot_pids())
+        } else {
+            AddressSpaces::new()
+        },
         tracker,
         symbolizer: Symbolizer::new(),
         reader: SlowCallReader::take(&mut ebpf)?,
@@ -211,7 +252,13 @@ fn trace(
     };
     let tracer = SyscallTracer::attach(&mut ebpf, config)?;
     if let (Some(pid), Some(argv)) = (session.release()?, session.command()) {
-        let name = argv[0].rsplit('/').next().unwrap_or(&argv[0]).chars().take(15).collect();
+        let name = argv[0]
+            .rsplit('/')
+            .next()
+            .unwrap_or(&argv[0])
+            .chars()
+            .take(15)
+            .collect();
         slow.names.names.processes.insert(pid, name);
     }
     let mut watch = session.watch(args.duration);
@@ -220,12 +267,20 @@ fn trace(
         let progress = watch.check(stop)?;
         let events = slow.reader.wait_and_read(POLL);
         slow.handle(&ebpf, events, sinks)?;
-        if let Some(tty) = sinks.live {
-            if last_refresh.elapsed() >= REFRESH {
-                last_refresh = Instant::now();
-                let elapsed = watch.started().elapsed();
-                draw_live(&ebpf, args.by, &mut slow.names, elapsed, session.description(), tty, sinks)?;
-            }
+        if let Some(tty) = sinks.live
+            && last_refresh.elapsed() >= REFRESH
+        {
+            last_refresh = Instant::now();
+            let elapsed = watch.started().elapsed();
+            draw_live(
+                &ebpf,
+                args.by,
+                &mut slow.names,
+                elapsed,
+                session.description(),
+                tty,
+                sinks,
+            )?;
         }
         if let Progress::Done(status) = progress {
             break status;
@@ -237,7 +292,14 @@ fn trace(
     slow.handle(&ebpf, events, sinks)?;
     let snapshot = snapshot_syscalls(&ebpf)?;
     slow.names.refresh(&snapshot);
-    Ok((snapshot, slow.calls, slow.names.names, elapsed, exit_status, session.description().to_owned()))
+    Ok((
+        snapshot,
+        slow.calls,
+        slow.names.names,
+        elapsed,
+        exit_status,
+        session.description().to_owned(),
+    ))
 }
 
 fn draw_live(
@@ -300,12 +362,21 @@ impl SlowCalls {
         for event in events {
             let frames = stacks
                 .get(&event.user_stack_id)
-                .map(|ips| self.symbolizer.symbolize_user(&self.spaces, event.tgid, ips))
+                .map(|ips| {
+                    self.symbolizer
+                        .symbolize_user(&self.spaces, event.tgid, ips)
+                })
                 .unwrap_or_default();
             let cgroup = self.names.cgroup(event.cgroup_id);
-            let time = (event.exit_ns as i64).saturating_add(self.clock_offset_ns).max(0) as u64;
+            let time = (event.exit_ns as i64)
+                .saturating_add(self.clock_offset_ns)
+                .max(0) as u64;
             let call = SlowCall::from_event(&event, time, cgroup, &frames);
-            self.names.names.processes.entry(call.pid).or_insert_with(|| call.comm.clone());
+            self.names
+                .names
+                .processes
+                .entry(call.pid)
+                .or_insert_with(|| call.comm.clone());
             sinks.event(&call.to_text())?;
             self.calls.push(call);
         }
@@ -316,7 +387,10 @@ impl SlowCalls {
 /// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, ns: turns `bpf_ktime_get_ns` times into wall time.
 fn realtime_minus_monotonic_ns() -> i64 {
     let now = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `ts` is a valid out-pointer.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -335,10 +409,11 @@ impl NameCache {
     /// Names every process and cgroup of the snapshot that is not named yet.
     fn refresh(&mut self, snapshot: &SyscallSnapshot) {
         for (key, _) in &snapshot.stats {
-            if !self.names.processes.contains_key(&key.tgid) {
-                if let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", key.tgid)) {
-                    self.names.processes.insert(key.tgid, comm.trim_end().to_owned());
-                }
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                self.names.processes.entry(key.tgid)
+                && let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", key.tgid))
+            {
+                entry.insert(comm.trim_end().to_owned());
             }
             if !self.names.cgroups.contains_key(&key.cgroup_id) {
                 self.scan_cgroups();
@@ -360,7 +435,9 @@ impl NameCache {
         }
         self.cgroups_scanned = true;
         use std::os::unix::fs::MetadataExt as _;
-        let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else { return };
+        let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+            return;
+        };
         let roots = mounts.lines().filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
@@ -369,10 +446,18 @@ impl NameCache {
         let mut stack: Vec<PathBuf> = roots.collect();
         while let Some(dir) = stack.pop() {
             if let Ok(meta) = fs::metadata(&dir) {
-                self.names.cgroups.entry(meta.ino()).or_insert_with(|| dir.display().to_string());
+                self.names
+                    .cgroups
+                    .entry(meta.ino())
+                    .or_insert_with(|| dir.display().to_string());
             }
             if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
             }
         }
     }
@@ -396,8 +481,19 @@ mod tests {
     #[test]
     fn parses_every_option_of_the_issue() {
         let a = syscalls_args(&[
-            "-p", "42", "-d", "2", "--by", "cgroup", "--slower-than", "20ms", "--histogram",
-            "nanosleep", "--json", "-o", "x.json",
+            "-p",
+            "42",
+            "-d",
+            "2",
+            "--by",
+            "cgroup",
+            "--slower-than",
+            "20ms",
+            "--histogram",
+            "nanosleep",
+            "--json",
+            "-o",
+            "x.json",
         ])
         .unwrap();
         assert_eq!(a.pids, [42]);
@@ -412,9 +508,13 @@ mod tests {
 
     #[test]
     fn rejects_unknown_syscalls_and_durations_without_units() {
-        let err = syscalls_args(&["--histogram", "opneat"]).unwrap_err().to_string();
+        let err = syscalls_args(&["--histogram", "opneat"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("opneat"), "{err}");
-        let err = syscalls_args(&["--slower-than", "10"]).unwrap_err().to_string();
+        let err = syscalls_args(&["--slower-than", "10"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no unit"), "{err}");
         assert!(syscalls_args(&["--by", "thread"]).is_err());
     }

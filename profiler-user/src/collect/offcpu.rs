@@ -44,18 +44,28 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Pro
 pub fn drain_offcpu(ebpf: &Ebpf) -> Result<(RawSamples, OffCpuCounters), ProbeError> {
     let counters = read_offcpu_counters(ebpf)?;
     let times: BpfHashMap<&MapData, SampleKey, u64> =
-        BpfHashMap::try_from(map(ebpf, MAP_OFFCPU_TIMES)?)
-            .map_err(|source| ProbeError::Map { map: MAP_OFFCPU_TIMES, source })?;
+        BpfHashMap::try_from(map(ebpf, MAP_OFFCPU_TIMES)?).map_err(|source| ProbeError::Map {
+            map: MAP_OFFCPU_TIMES,
+            source,
+        })?;
     let mut counts = Vec::new();
     for entry in times.iter() {
         match entry {
             Ok(kv) => counts.push(kv),
             Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(ProbeError::Map { map: MAP_OFFCPU_TIMES, source }),
+            Err(source) => {
+                return Err(ProbeError::Map {
+                    map: MAP_OFFCPU_TIMES,
+                    source,
+                });
+            }
         }
     }
     let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map { map: MAP_STACKS, source })?;
+        .map_err(|source| ProbeError::Map {
+            map: MAP_STACKS,
+            source,
+        })?;
     let mut stacks = HashMap::new();
     for (key, _) in &counts {
         for id in [key.user_stack_id, key.kernel_stack_id] {
@@ -67,7 +77,12 @@ pub fn drain_offcpu(ebpf: &Ebpf) -> Result<(RawSamples, OffCpuCounters), ProbeEr
                     stacks.insert(id as u32, trace.frames().iter().map(|f| f.ip).collect());
                 }
                 Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(ProbeError::Map { map: MAP_STACKS, source }),
+                Err(source) => {
+                    return Err(ProbeError::Map {
+                        map: MAP_STACKS,
+                        source,
+                    });
+                }
             }
         }
     }
@@ -79,12 +94,22 @@ pub fn drain_offcpu(ebpf: &Ebpf) -> Result<(RawSamples, OffCpuCounters), ProbeEr
         user_stack_faults: counters.user_stack_faults,
         idle: 0,
     };
-    Ok((RawSamples { counts, stacks, counters: sample_counters }, counters))
+    Ok((
+        RawSamples {
+            counts,
+            stacks,
+            counters: sample_counters,
+        },
+        counters,
+    ))
 }
 
 /// Sums the off-CPU tracer's per-CPU counters.
 pub fn read_offcpu_counters(ebpf: &Ebpf) -> Result<OffCpuCounters, ProbeError> {
-    let err = |source| ProbeError::Map { map: MAP_OFFCPU_STATS, source };
+    let err = |source| ProbeError::Map {
+        map: MAP_OFFCPU_STATS,
+        source,
+    };
     let array: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, MAP_OFFCPU_STATS)?).map_err(err)?;
     let mut sums = [0u64; OFFCPU_STATS_LEN as usize];

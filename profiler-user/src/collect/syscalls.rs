@@ -39,7 +39,13 @@ pub fn snapshot_syscalls(ebpf: &Ebpf) -> Result<SyscallSnapshot, ProbeError> {
             Err(MapError::KeyNotFound) => continue,
             Err(source) => return Err(err(MAP_SYSCALL_STATS)(source)),
         };
-        let mut sum = SyscallStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; LATENCY_BUCKETS] };
+        let mut sum = SyscallStats {
+            count: 0,
+            errors: 0,
+            total_ns: 0,
+            max_ns: 0,
+            hist: [0; LATENCY_BUCKETS],
+        };
         for cpu in per_cpu.iter() {
             sum.count += cpu.count;
             sum.errors += cpu.errors;
@@ -61,12 +67,19 @@ pub fn snapshot_syscalls(ebpf: &Ebpf) -> Result<SyscallSnapshot, ProbeError> {
             Err(source) => return Err(err(MAP_SYSCALL_ERRNOS)(source)),
         }
     }
-    Ok(SyscallSnapshot { stats, errnos, counters: read_syscall_counters(ebpf)? })
+    Ok(SyscallSnapshot {
+        stats,
+        errnos,
+        counters: read_syscall_counters(ebpf)?,
+    })
 }
 
 /// Sums the tracer's per-CPU counters.
 pub fn read_syscall_counters(ebpf: &Ebpf) -> Result<SyscallCounters, ProbeError> {
-    let err = |source| ProbeError::Map { map: MAP_SYSCALL_COUNTERS, source };
+    let err = |source| ProbeError::Map {
+        map: MAP_SYSCALL_COUNTERS,
+        source,
+    };
     let array: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, MAP_SYSCALL_COUNTERS)?).map_err(err)?;
     let mut sums = [0u64; SYSCALL_COUNTERS_LEN as usize];
@@ -90,16 +103,22 @@ pub struct SlowCallReader {
 
 impl std::fmt::Debug for SlowCallReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlowCallReader").field("fd", &self.ring.as_raw_fd()).finish()
+        f.debug_struct("SlowCallReader")
+            .field("fd", &self.ring.as_raw_fd())
+            .finish()
     }
 }
 
 impl SlowCallReader {
     /// Takes the ring buffer map out of `ebpf`.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let map = ebpf.take_map(MAP_SYSCALL_EVENTS).ok_or(ProbeError::MissingMap(MAP_SYSCALL_EVENTS))?;
-        let ring = RingBuf::try_from(map)
-            .map_err(|source| ProbeError::Map { map: MAP_SYSCALL_EVENTS, source })?;
+        let map = ebpf
+            .take_map(MAP_SYSCALL_EVENTS)
+            .ok_or(ProbeError::MissingMap(MAP_SYSCALL_EVENTS))?;
+        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            map: MAP_SYSCALL_EVENTS,
+            source,
+        })?;
         Ok(Self { ring })
     }
 
@@ -125,7 +144,11 @@ impl SlowCallReader {
 }
 
 fn poll_readable(fd: RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -134,7 +157,10 @@ fn poll_readable(fd: RawFd, timeout: Duration) {
 /// Reads user stacks by id from the shared stack map (leaf first); missing ids are left out.
 pub fn read_stacks(ebpf: &Ebpf, ids: &[i64]) -> Result<HashMap<i64, Vec<u64>>, ProbeError> {
     let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map { map: MAP_STACKS, source })?;
+        .map_err(|source| ProbeError::Map {
+            map: MAP_STACKS,
+            source,
+        })?;
     let mut stacks = HashMap::new();
     for &id in ids {
         if id < 0 || stacks.contains_key(&id) {
@@ -145,7 +171,12 @@ pub fn read_stacks(ebpf: &Ebpf, ids: &[i64]) -> Result<HashMap<i64, Vec<u64>>, P
                 stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
             }
             Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(ProbeError::Map { map: MAP_STACKS, source }),
+            Err(source) => {
+                return Err(ProbeError::Map {
+                    map: MAP_STACKS,
+                    source,
+                });
+            }
         }
     }
     Ok(stacks)

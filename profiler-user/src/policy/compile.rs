@@ -136,34 +136,35 @@ fn network(
 }
 
 fn limits(src: &Source<'_>, section: &LimitsSection) -> Result<Limits, PolicyError> {
-    let positive = |value: Option<(u64, std::ops::Range<usize>)>, field: &str| match value {
-        Some((0, span)) => Err(src.value_error(
-            span,
+    Ok(Limits {
+        tasks: nonzero(src, "tasks", section.tasks.as_ref(), |n| n == 0)?,
+        memory_bytes: nonzero(src, "memory", section.memory.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
+        cpu_time: nonzero(src, "cpu_time", section.cpu_time.as_ref(), |t| {
+            t.0.is_zero()
+        })?
+        .map(|t| t.0),
+        wall_time: nonzero(src, "wall_time", section.wall_time.as_ref(), |t| {
+            t.0.is_zero()
+        })?
+        .map(|t| t.0),
+        output_bytes: nonzero(src, "output", section.output.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
+        fork_rate: nonzero(src, "fork_rate", section.fork_rate.as_ref(), |n| n == 0)?,
+    })
+}
+
+/// A limit's value; zero is refused, since it would stop every run.
+fn nonzero<T: Copy>(
+    src: &Source<'_>,
+    field: &str,
+    value: Option<&Spanned<T>>,
+    is_zero: impl Fn(T) -> bool,
+) -> Result<Option<T>, PolicyError> {
+    match value {
+        Some(value) if is_zero(*value.get_ref()) => Err(src.value_error(
+            value.span(),
             format!("limits.{field}"),
             "a limit of zero would stop every run; remove the field for no limit",
         )),
-        Some((value, _)) => Ok(Some(value)),
-        None => Ok(None),
-    };
-    let number = |v: &Option<Spanned<u32>>| v.as_ref().map(|v| (u64::from(*v.get_ref()), v.span()));
-    let size =
-        |v: &Option<Spanned<super::units::ByteSize>>| v.as_ref().map(|v| (v.get_ref().0, v.span()));
-    let time = |v: &Option<Spanned<super::units::TimeSpan>>| {
-        v.as_ref().map(|v| {
-            (
-                u64::try_from(v.get_ref().0.as_nanos()).unwrap_or(u64::MAX),
-                v.span(),
-            )
-        })
-    };
-    let to_u32 = |v: Option<u64>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-    let to_duration = |v: Option<u64>| v.map(std::time::Duration::from_nanos);
-    Ok(Limits {
-        tasks: to_u32(positive(number(&section.tasks), "tasks")?),
-        memory_bytes: positive(size(&section.memory), "memory")?,
-        cpu_time: to_duration(positive(time(&section.cpu_time), "cpu_time")?),
-        wall_time: to_duration(positive(time(&section.wall_time), "wall_time")?),
-        output_bytes: positive(size(&section.output), "output")?,
-        fork_rate: to_u32(positive(number(&section.fork_rate), "fork_rate")?),
-    })
+        value => Ok(value.map(|v| *v.get_ref())),
+    }
 }

@@ -14,10 +14,10 @@ mod compile;
 pub mod compiled;
 pub mod error;
 mod explain;
-pub mod names;
-pub mod network;
-pub mod paths;
-pub mod schema;
+mod names;
+mod network;
+mod paths;
+mod schema;
 mod syscalls;
 pub mod units;
 

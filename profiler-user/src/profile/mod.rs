@@ -1,10 +1,13 @@
 //! Profiles: the model, folded stacks, JSON, flamegraphs, hot paths. Pure: plain data in and out.
 
+pub mod diff;
 pub mod flamegraph;
 pub mod folded;
 pub mod hotpath;
 pub mod json;
+pub mod markdown;
 pub mod model;
+pub mod pprof;
 pub mod report;
 
 pub use flamegraph::{FlamegraphError, SvgOptions, write_diff_svg, write_svg};

@@ -116,12 +116,20 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
     let mut ebpf = probes::load(opts.map_sizes)?;
     session.apply(&mut ebpf)?;
     let seed = AddressSpaces::snapshot_proc(session.snapshot_pids());
-    let started_at_unix_ms =
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let sampler =
-        if sampling { Some(CpuSampler::attach(&mut ebpf, opts.frequency_hz)?) } else { None };
-    let offcpu =
-        if blocking { Some(OffCpuTracer::attach(&mut ebpf, opts.min_block_ns)?) } else { None };
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let sampler = if sampling {
+        Some(CpuSampler::attach(&mut ebpf, opts.frequency_hz)?)
+    } else {
+        None
+    };
+    let offcpu = if blocking {
+        Some(OffCpuTracer::attach(&mut ebpf, opts.min_block_ns)?)
+    } else {
+        None
+    };
     session.release()?;
 
     let mut watch = session.watch(opts.duration);
@@ -133,8 +141,16 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
     if let Some(offcpu) = offcpu {
         offcpu.stop(&mut ebpf)?;
     }
-    let on_cpu = if sampling { Some(drain_samples(&ebpf)?) } else { None };
-    let off_cpu = if blocking { Some(drain_offcpu(&ebpf)?.0) } else { None };
+    let on_cpu = if sampling {
+        Some(drain_samples(&ebpf)?)
+    } else {
+        None
+    };
+    let off_cpu = if blocking {
+        Some(drain_offcpu(&ebpf)?.0)
+    } else {
+        None
+    };
     let (spaces, mapping_stats) = tracker.stop(seed);
     drop(ebpf);
 
@@ -150,10 +166,16 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
             WeightUnit::Nanoseconds
         },
     };
-    let mut resolver = Resolver { spaces: &spaces, symbolizer: Symbolizer::new() };
+    let mut resolver = Resolver {
+        spaces: &spaces,
+        symbolizer: Symbolizer::new(),
+    };
     let mut profile = build_profile(meta, on_cpu.as_ref(), off_cpu.as_ref(), &mut resolver);
     profile.completeness.mapping_records_lost = mapping_stats.lost;
-    Ok(Recording { profile, exit_status })
+    Ok(Recording {
+        profile,
+        exit_status,
+    })
 }
 
 /// The profile of a recording from its CPU samples and/or its blocked time.

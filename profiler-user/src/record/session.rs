@@ -43,7 +43,11 @@ impl Session {
                 targets.tgids.push((stopped.pid(), TARGET_FOLLOW_FORKS));
                 snapshot_pids = Some(Vec::new());
                 child = Some(stopped);
-                command = Some(argv.iter().map(|a| a.to_string_lossy().into_owned()).collect());
+                command = Some(
+                    argv.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                );
             }
             RecordTarget::Pids(pids) => {
                 let mut tgids = Vec::new();
@@ -112,7 +116,12 @@ impl Session {
 
     /// A watch for the end of the session, started now.
     pub fn watch(&self, duration: Option<Duration>) -> EndWatch {
-        EndWatch { child: self.child_pid, duration, started: Instant::now(), interrupted: false }
+        EndWatch {
+            child: self.child_pid,
+            duration,
+            started: Instant::now(),
+            interrupted: false,
+        }
     }
 }
 
@@ -144,10 +153,10 @@ impl EndWatch {
 
     /// Looks once, without blocking.
     pub fn check(&mut self, stop: &AtomicBool) -> Result<Progress, RecordError> {
-        if let Some(pid) = self.child {
-            if let Some(status) = launch::wait(pid, false).map_err(RecordError::Wait)? {
-                return Ok(Progress::Done(Some(status)));
-            }
+        if let Some(pid) = self.child
+            && let Some(status) = launch::wait(pid, false).map_err(RecordError::Wait)?
+        {
+            return Ok(Progress::Done(Some(status)));
         }
         let timed_out = self.duration.is_some_and(|d| self.started.elapsed() >= d);
         if stop.load(Ordering::Relaxed) || timed_out {
@@ -155,7 +164,11 @@ impl EndWatch {
                 None => return Ok(Progress::Done(None)),
                 Some(pid) if !self.interrupted => {
                     self.interrupted = true;
-                    let signal = if timed_out { libc::SIGTERM } else { libc::SIGINT };
+                    let signal = if timed_out {
+                        libc::SIGTERM
+                    } else {
+                        libc::SIGINT
+                    };
                     // SAFETY: sending a signal to our own, not yet reaped, child.
                     unsafe { libc::kill(pid as i32, signal) };
                 }
@@ -166,7 +179,11 @@ impl EndWatch {
     }
 
     /// Checks every `poll` until the session is over.
-    pub fn wait(&mut self, stop: &AtomicBool, poll: Duration) -> Result<Option<ExitStatus>, RecordError> {
+    pub fn wait(
+        &mut self,
+        stop: &AtomicBool,
+        poll: Duration,
+    ) -> Result<Option<ExitStatus>, RecordError> {
         loop {
             if let Progress::Done(status) = self.check(stop)? {
                 return Ok(status);
@@ -181,11 +198,21 @@ pub fn describe(target: &RecordTarget) -> String {
     match target {
         RecordTarget::Command(_) => "command".into(),
         RecordTarget::Pids(pids) => {
-            format!("pid {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+            format!(
+                "pid {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         RecordTarget::Cgroups(paths) => format!(
             "cgroup {}",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         RecordTarget::All => "all".into(),
     }

@@ -24,7 +24,11 @@ pub fn samples_to_time(profile: &mut Profile, frequency_hz: u64) {
 
 /// Adds every stack of `other` to `into` (frames re-interned), and its completeness counters.
 pub fn merge_into(into: &mut Profile, other: Profile) {
-    let ids: Vec<u32> = other.frames.iter().map(|f| into.intern(f.clone())).collect();
+    let ids: Vec<u32> = other
+        .frames
+        .iter()
+        .map(|f| into.intern(f.clone()))
+        .collect();
     for mut stack in other.stacks {
         for id in &mut stack.frames {
             *id = ids[*id as usize];
@@ -53,14 +57,27 @@ mod tests {
 
     fn profile(names: &[&str], weight: u64) -> Profile {
         let mut p = Profile::new(ProfileMeta::default());
-        let frames = names.iter().map(|n| p.intern(Frame::function(*n, FrameKind::User))).collect();
-        p.add_stack(Stack { comm: "w".into(), tgid: 1, cgroup_id: 2, frames, weight });
+        let frames = names
+            .iter()
+            .map(|n| p.intern(Frame::function(*n, FrameKind::User)))
+            .collect();
+        p.add_stack(Stack {
+            comm: "w".into(),
+            tgid: 1,
+            cgroup_id: 2,
+            frames,
+            weight,
+        });
         p.completeness.samples_taken = 1;
         p
     }
 
     fn names(p: &Profile, i: usize) -> Vec<&str> {
-        p.stacks[i].frames.iter().map(|&id| p.frame(id).name.as_str()).collect()
+        p.stacks[i]
+            .frames
+            .iter()
+            .map(|&id| p.frame(id).name.as_str())
+            .collect()
     }
 
     #[test]

@@ -138,8 +138,20 @@ mod tests {
 
     #[test]
     fn bucket_bounds_are_powers_of_two_with_an_open_last_bucket() {
-        assert_eq!(Bucket::at(0), Bucket { lo_ns: 0, hi_ns: Some(2) });
-        assert_eq!(Bucket::at(22), Bucket { lo_ns: 4_194_304, hi_ns: Some(8_388_608) });
+        assert_eq!(
+            Bucket::at(0),
+            Bucket {
+                lo_ns: 0,
+                hi_ns: Some(2)
+            }
+        );
+        assert_eq!(
+            Bucket::at(22),
+            Bucket {
+                lo_ns: 4_194_304,
+                hi_ns: Some(8_388_608)
+            }
+        );
         assert!(Bucket::at(22).contains(5_000_000));
         assert_eq!(Bucket::at(LATENCY_BUCKETS - 1).hi_ns, None);
         assert!(Bucket::at(LATENCY_BUCKETS - 1).contains(u64::MAX));
@@ -174,7 +186,10 @@ mod tests {
         assert!(lines[0].starts_with("[1.02us, 2.05us)"), "{text}");
         assert!(lines[0].ends_with(&format!("4 |{}{}|", "@".repeat(26), " ".repeat(26))));
         assert!(lines[1].contains(" 0 |"), "{text}");
-        assert!(lines[2].ends_with(&format!("8 |{}|", "@".repeat(52))), "{text}");
+        assert!(
+            lines[2].ends_with(&format!("8 |{}|", "@".repeat(52))),
+            "{text}"
+        );
         assert_eq!(render_ascii(&[0; LATENCY_BUCKETS]), "(no calls)\n");
     }
 }

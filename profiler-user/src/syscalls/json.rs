@@ -106,14 +106,21 @@ impl From<&SyscallLatency> for JsonLatency {
             errnos: l
                 .top_errnos()
                 .into_iter()
-                .map(|(errno, count)| JsonErrno { errno, name: errno_name(errno).into_owned(), count })
+                .map(|(errno, count)| JsonErrno {
+                    errno,
+                    name: errno_name(errno).into_owned(),
+                    count,
+                })
                 .collect(),
             histogram: l
                 .hist
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| **n > 0)
-                .map(|(i, &count)| JsonBucket { bucket: Bucket::at(i), count })
+                .map(|(i, &count)| JsonBucket {
+                    bucket: Bucket::at(i),
+                    count,
+                })
                 .collect(),
         }
     }
@@ -134,7 +141,11 @@ pub fn to_json(
         rows: table
             .rows
             .iter()
-            .map(|r| JsonRow { key: r.key, label: &r.label, latency: (&r.latency).into() })
+            .map(|r| JsonRow {
+                key: r.key,
+                label: &r.label,
+                latency: (&r.latency).into(),
+            })
             .collect(),
         total: (&table.total).into(),
         counters: table.counters,

@@ -66,7 +66,11 @@ pub fn render_table(table: &SyscallTable, limit: Option<usize>) -> String {
         "{heading:<width$} {:>10} {:>8} {:>9} {:>9} {:>15} {:>15} {:>15} {:>9}",
         "COUNT", "ERRORS", "TOTAL", "AVG", "P50", "P90", "P99", "MAX"
     );
-    out.push_str(if busiest { "  BUSIEST   TOP ERRNOS\n" } else { "  TOP ERRNOS\n" });
+    out.push_str(if busiest {
+        "  BUSIEST   TOP ERRNOS\n"
+    } else {
+        "  TOP ERRNOS\n"
+    });
     for row in shown {
         row_line(&mut out, width, busiest, &row.label, &row.latency);
     }
@@ -74,7 +78,12 @@ pub fn render_table(table: &SyscallTable, limit: Option<usize>) -> String {
         let _ = writeln!(out, "({} more rows)", table.rows.len() - shown.len());
     }
     row_line(&mut out, width, busiest, "TOTAL", &table.total);
-    let out = out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n";
+    let out = out
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
     out + "percentiles are log2 bucket bounds\n" + &footer(&table.counters) + "\n"
 }
 
@@ -125,12 +134,24 @@ mod tests {
         let table = build_table(&snapshot(), GroupBy::Syscall, &Names::default());
         let text = render_table(&table, None);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("SYSCALL") && lines[0].ends_with("TOP ERRNOS"), "{text}");
-        assert!(lines[1].starts_with("openat ") && lines[1].ends_with("ENOENT×50"), "{text}");
-        assert!(lines[2].starts_with("getppid ") && lines[2].contains(" 100000 "), "{text}");
+        assert!(
+            lines[0].starts_with("SYSCALL") && lines[0].ends_with("TOP ERRNOS"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("openat ") && lines[1].ends_with("ENOENT×50"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("getppid ") && lines[2].contains(" 100000 "),
+            "{text}"
+        );
         // 300 ns calls fall in [256, 512) ns.
         assert!(lines[2].contains("256ns-512ns"), "{text}");
-        assert!(lines[3].starts_with("TOTAL ") && lines[3].contains(" 100060 "), "{text}");
+        assert!(
+            lines[3].starts_with("TOTAL ") && lines[3].contains(" 100060 "),
+            "{text}"
+        );
         assert!(text.contains("lost: 0 calls"), "{text}");
         assert!(text.contains("3 unmatched exits"), "{text}");
     }
@@ -147,8 +168,14 @@ mod tests {
 
     #[test]
     fn errno_summary_lists_the_most_frequent_and_unknown_ones() {
-        let mut l = SyscallLatency { errors: 12, ..Default::default() };
+        let mut l = SyscallLatency {
+            errors: 12,
+            ..Default::default()
+        };
         l.errnos.extend([(2, 5), (13, 1), (11, 2), (9, 1)]);
-        assert_eq!(errno_summary(&l), "ENOENT×5 EAGAIN×2 EBADF×1 +1 more 3×unknown");
+        assert_eq!(
+            errno_summary(&l),
+            "ENOENT×5 EAGAIN×2 EBADF×1 +1 more 3×unknown"
+        );
     }
 }

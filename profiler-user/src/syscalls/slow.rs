@@ -108,7 +108,12 @@ pub fn time_of_day(unix_ns: u64) -> String {
     let secs = unix_ns / 1_000_000_000;
     let micros = (unix_ns % 1_000_000_000) / 1_000;
     let day = secs % 86_400;
-    format!("{:02}:{:02}:{:02}.{micros:06}Z", day / 3600, day / 60 % 60, day % 60)
+    format!(
+        "{:02}:{:02}:{:02}.{micros:06}Z",
+        day / 3600,
+        day / 60 % 60,
+        day % 60
+    )
 }
 
 fn fd(arg: u64) -> String {
@@ -179,14 +184,24 @@ pub fn describe_args(nr: u32, a: &[u64; 6], path: Option<&str>) -> String {
         | Sysno::execveat => format!("dirfd={}, path={path}", fd(a[0])),
         Sysno::poll | Sysno::ppoll => format!("nfds={}, timeout_ms={}", a[1], a[2] as i32),
         Sysno::epoll_wait | Sysno::epoll_pwait | Sysno::epoll_pwait2 => {
-            format!("epfd={}, maxevents={}, timeout_ms={}", fd(a[0]), a[2] as i32, a[3] as i32)
+            format!(
+                "epfd={}, maxevents={}, timeout_ms={}",
+                fd(a[0]),
+                a[2] as i32,
+                a[3] as i32
+            )
         }
         Sysno::select | Sysno::pselect6 => format!("nfds={}", a[0]),
         Sysno::futex => format!("uaddr={:#x}, op={}, val={}", a[0], a[1], a[2] as i32),
         Sysno::wait4 => format!("pid={}", a[0] as i32),
         Sysno::clock_nanosleep => format!("clockid={}, flags={}", a[0], a[1]),
-        Sysno::mmap => format!("addr={:#x}, len={}, prot={:#x}, flags={:#x}", a[0], a[1], a[2], a[3]),
-        Sysno::munmap | Sysno::mprotect | Sysno::madvise => format!("addr={:#x}, len={}", a[0], a[1]),
+        Sysno::mmap => format!(
+            "addr={:#x}, len={}, prot={:#x}, flags={:#x}",
+            a[0], a[1], a[2], a[3]
+        ),
+        Sysno::munmap | Sysno::mprotect | Sysno::madvise => {
+            format!("addr={:#x}, len={}", a[0], a[1])
+        }
         Sysno::sendfile => format!("out_fd={}, in_fd={}, count={}", fd(a[0]), fd(a[1]), a[3]),
         Sysno::splice => format!("fd_in={}, fd_out={}, len={}", fd(a[0]), fd(a[2]), a[4]),
         Sysno::nanosleep | Sysno::sched_yield | Sysno::pause | Sysno::getppid | Sysno::getpid => {
@@ -197,7 +212,10 @@ pub fn describe_args(nr: u32, a: &[u64; 6], path: Option<&str>) -> String {
 }
 
 fn raw(a: &[u64; 6]) -> String {
-    a.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(", ")
+    a.iter()
+        .map(|v| format!("{v:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -220,7 +238,11 @@ mod tests {
             tgid: 10,
             tid: 11,
             nr: nr as u32,
-            path_len: if path.is_empty() { 0 } else { path.len() as u32 + 1 },
+            path_len: if path.is_empty() {
+                0
+            } else {
+                path.len() as u32 + 1
+            },
             comm,
             path: p,
         }
@@ -252,6 +274,9 @@ mod tests {
         assert_eq!(call.errno, None);
         assert!(call.to_text().contains("= 4096 "));
         assert_eq!(describe_args(libc::SYS_nanosleep as u32, &[0; 6], None), "");
-        assert_eq!(describe_args(100_000, &[1, 2, 0, 0, 0, 0], None), "0x1, 0x2, 0x0, 0x0, 0x0, 0x0");
+        assert_eq!(
+            describe_args(100_000, &[1, 2, 0, 0, 0, 0], None),
+            "0x1, 0x2, 0x0, 0x0, 0x0, 0x0"
+        );
     }
 }

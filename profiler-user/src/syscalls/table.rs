@@ -129,7 +129,10 @@ impl SyscallLatency {
 
     /// The syscall with the most time in it.
     pub fn busiest_syscall(&self) -> Option<u32> {
-        self.time_by_syscall.iter().max_by_key(|(nr, ns)| (**ns, std::cmp::Reverse(**nr))).map(|(&nr, _)| nr)
+        self.time_by_syscall
+            .iter()
+            .max_by_key(|(nr, ns)| (**ns, std::cmp::Reverse(**nr)))
+            .map(|(&nr, _)| nr)
     }
 }
 
@@ -178,7 +181,10 @@ impl Names {
 
     /// The cgroup's path, or `cgroup #ID` when it was not found.
     pub fn cgroup(&self, id: u64) -> String {
-        self.cgroups.get(&id).cloned().unwrap_or_else(|| format!("cgroup #{id}"))
+        self.cgroups
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup #{id}"))
     }
 }
 
@@ -201,7 +207,12 @@ pub fn build_table(snapshot: &SyscallSnapshot, by: GroupBy, names: &Names) -> Sy
     }
     for (key, n) in &snapshot.errnos {
         let group = group_key(by, key.cgroup_id, key.tgid, key.nr);
-        *groups.entry(group).or_default().errnos.entry(key.errno).or_default() += n;
+        *groups
+            .entry(group)
+            .or_default()
+            .errnos
+            .entry(key.errno)
+            .or_default() += n;
         *total.errnos.entry(key.errno).or_default() += n;
     }
     let mut rows: Vec<SyscallRow> = groups
@@ -223,7 +234,12 @@ pub fn build_table(snapshot: &SyscallSnapshot, by: GroupBy, names: &Names) -> Sy
             .then(b.latency.count.cmp(&a.latency.count))
             .then(a.key.cmp(&b.key))
     });
-    SyscallTable { by, rows, total, counters: snapshot.counters }
+    SyscallTable {
+        by,
+        rows,
+        total,
+        counters: snapshot.counters,
+    }
 }
 
 /// All calls of syscall `nr` in the snapshot, over every process.
@@ -246,11 +262,21 @@ pub(crate) mod tests {
     pub(crate) fn stats(count: u64, errors: u64, ns: u64) -> SyscallStats {
         let mut hist = [0; LATENCY_BUCKETS];
         hist[63 - ns.max(1).leading_zeros() as usize] = count;
-        SyscallStats { count, errors, total_ns: count * ns, max_ns: ns, hist }
+        SyscallStats {
+            count,
+            errors,
+            total_ns: count * ns,
+            max_ns: ns,
+            hist,
+        }
     }
 
     pub(crate) fn key(cgroup_id: u64, tgid: u32, nr: u32) -> SyscallKey {
-        SyscallKey { cgroup_id, tgid, nr }
+        SyscallKey {
+            cgroup_id,
+            tgid,
+            nr,
+        }
     }
 
     pub(crate) fn snapshot() -> SyscallSnapshot {
@@ -263,10 +289,19 @@ pub(crate) mod tests {
                 (key(8, 20, OPENAT), stats(10, 0, 10_000_000)),
             ],
             errnos: vec![(
-                SyscallErrnoKey { cgroup_id: 7, tgid: 10, nr: OPENAT, errno: 2, _pad: 0 },
+                SyscallErrnoKey {
+                    cgroup_id: 7,
+                    tgid: 10,
+                    nr: OPENAT,
+                    errno: 2,
+                    _pad: 0,
+                },
                 50,
             )],
-            counters: SyscallCounters { unmatched_exits: 3, ..Default::default() },
+            counters: SyscallCounters {
+                unmatched_exits: 3,
+                ..Default::default()
+            },
         }
     }
 
@@ -293,7 +328,10 @@ pub(crate) mod tests {
         let labels: Vec<&str> = table.rows.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["20", "10 (worker)"]);
         assert_eq!(table.rows[1].latency.count, 100_050);
-        assert_eq!(table.rows[1].latency.busiest_syscall(), Some(libc::SYS_getppid as u32));
+        assert_eq!(
+            table.rows[1].latency.busiest_syscall(),
+            Some(libc::SYS_getppid as u32)
+        );
         let table = build_table(&snapshot(), GroupBy::Cgroup, &names);
         let labels: Vec<&str> = table.rows.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["/sys/fs/cgroup/api", "cgroup #7"]);

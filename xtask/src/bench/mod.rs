@@ -4,6 +4,7 @@
 mod process;
 mod record;
 mod stats;
+mod syscalls;
 
 use std::{fs, path::PathBuf};
 
@@ -50,8 +51,8 @@ const BENCHMARKS: [Benchmark; 6] = [
     },
     Benchmark {
         name: "syscalls",
-        measures: "syscall tracing overhead",
-        run: None,
+        measures: "syscall and off-CPU tracing overhead, against bpftrace",
+        run: Some(syscalls::run),
     },
     Benchmark {
         name: "guard",
