@@ -8,7 +8,9 @@ use flamewarden_policy::policy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match policy::parse("fuzz.toml", text) {
         Ok(compiled) => {
             let _ = policy::layers(&compiled);
@@ -20,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             let message = error.to_string();
-            assert!(error.location().is_some(), "an error without a location: {message}");
+            assert!(
+                error.location().is_some(),
+                "an error without a location: {message}"
+            );
         }
     }
 });

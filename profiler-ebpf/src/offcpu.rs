@@ -49,10 +49,10 @@ pub fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn switch_in(next: u64, now: u64) {
     // SAFETY: the value is copied out at once; only the scheduler of `next` touches its entry.
-    let Some(start) = (unsafe { OFFCPU_START.get(&next) }).copied() else {
+    let Some(start) = (unsafe { OFFCPU_START.get(next) }).copied() else {
         return;
     };
-    let _ = OFFCPU_START.remove(&next);
+    let _ = OFFCPU_START.remove(next);
     let blocked = now.saturating_sub(start.start_ns);
     let min = OFFCPU_CONFIG.get(0).map_or(0, |c| c.min_block_ns);
     if blocked < min {
@@ -60,7 +60,7 @@ fn switch_in(next: u64, now: u64) {
         return;
     }
     count(OffCpuStat::Recorded);
-    if let Some(value) = OFFCPU_TIMES.get_ptr_mut(&start.key) {
+    if let Some(value) = OFFCPU_TIMES.get_ptr_mut(start.key) {
         // SAFETY: the pointer is to a live map value; the add is atomic across CPUs.
         unsafe {
             core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -70,11 +70,11 @@ fn switch_in(next: u64, now: u64) {
         return;
     }
     if OFFCPU_TIMES
-        .insert(&start.key, &blocked, BPF_NOEXIST as u64)
+        .insert(start.key, blocked, BPF_NOEXIST as u64)
         .is_err()
     {
         // Either the map is full or another CPU inserted the key first.
-        match OFFCPU_TIMES.get_ptr_mut(&start.key) {
+        match OFFCPU_TIMES.get_ptr_mut(start.key) {
             // SAFETY: as above.
             Some(value) => unsafe {
                 core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -125,7 +125,7 @@ fn switch_out(ctx: &RawTracePointContext, prev: u64, now: u64) {
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         },
     };
-    if OFFCPU_START.insert(&prev, &start, BPF_ANY as u64).is_ok() {
+    if OFFCPU_START.insert(prev, start, BPF_ANY as u64).is_ok() {
         count(OffCpuStat::SwitchedOut);
     } else {
         count(OffCpuStat::StartFull);

@@ -53,7 +53,7 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let tid = pid_tgid as u32;
     // The thread's entry is reused from call to call: an update in place takes no lock and
     // allocates nothing; only a thread's first call inserts.
-    if let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(&tid) {
+    if let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid) {
         // SAFETY: a live map value of this thread; only this thread writes it (entry and exit
         // of its own calls), and LRU eviction of a just-used entry needs 32K busier threads.
         unsafe {
@@ -67,7 +67,7 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         nr: nr as u64,
     };
     if SYSCALL_INFLIGHT
-        .insert(&tid, &inflight, BPF_ANY as u64)
+        .insert(tid, inflight, BPF_ANY as u64)
         .is_err()
     {
         count(SyscallStat::InflightFull);
@@ -94,7 +94,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
-    let slot = SYSCALL_INFLIGHT.get_ptr_mut(&tid);
+    let slot = SYSCALL_INFLIGHT.get_ptr_mut(tid);
     // SAFETY: a live map value of this thread, copied out at once; only this thread writes it.
     let inflight = slot.map(|slot| unsafe { *slot });
     let Some(inflight) = inflight.filter(|i| i.enter_ns != 0) else {
@@ -113,7 +113,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let now = unsafe { bpf_ktime_get_ns() };
     let duration = now.saturating_sub(inflight.enter_ns);
     let ret: i64 = ctx.arg(1);
-    let failed = ret < 0 && ret >= -MAX_ERRNO;
+    let failed = (-MAX_ERRNO..0).contains(&ret);
     let cgroup_id = current_cgroup_id();
     let nr = inflight.nr as u32;
     let key = SyscallKey {
@@ -122,7 +122,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         nr,
     };
 
-    let stats = match SYSCALL_STATS.get_ptr_mut(&key) {
+    let stats = match SYSCALL_STATS.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
             let zero = SyscallStats {
@@ -132,8 +132,8 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 max_ns: 0,
                 hist: [0; LATENCY_BUCKETS],
             };
-            let _ = SYSCALL_STATS.insert(&key, &zero, BPF_NOEXIST as u64);
-            match SYSCALL_STATS.get_ptr_mut(&key) {
+            let _ = SYSCALL_STATS.insert(key, zero, BPF_NOEXIST as u64);
+            match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => {
                     count(SyscallStat::StatsFull);
@@ -166,12 +166,12 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             errno: (-ret) as u32,
             _pad: 0,
         };
-        match SYSCALL_ERRNOS.get_ptr_mut(&errno_key) {
+        match SYSCALL_ERRNOS.get_ptr_mut(errno_key) {
             // SAFETY: as above.
             Some(n) => unsafe { *n += 1 },
             None => {
                 if SYSCALL_ERRNOS
-                    .insert(&errno_key, &1, BPF_NOEXIST as u64)
+                    .insert(errno_key, 1, BPF_NOEXIST as u64)
                     .is_err()
                 {
                     count(SyscallStat::ErrnoFull);
@@ -180,11 +180,12 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
 
-    if let Some(config) = SYSCALL_CONFIG.get(0) {
-        if config.slow_threshold_ns != 0 && duration >= config.slow_threshold_ns {
-            let capture = config.capture_stacks != 0;
-            emit_slow(ctx, &key, tid, now, duration, ret, capture);
-        }
+    if let Some(config) = SYSCALL_CONFIG.get(0)
+        && config.slow_threshold_ns != 0
+        && duration >= config.slow_threshold_ns
+    {
+        let capture = config.capture_stacks != 0;
+        emit_slow(ctx, &key, tid, now, duration, ret, capture);
     }
     Ok(())
 }

@@ -56,7 +56,8 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         .arg("-print_final_stats=1");
     if args.jobs > 1 {
         // libFuzzer's fork mode: each worker logs to fuzz-N.log in the current directory.
-        cmd.arg(format!("-jobs={}", args.jobs)).arg(format!("-workers={}", args.jobs));
+        cmd.arg(format!("-jobs={}", args.jobs))
+            .arg(format!("-workers={}", args.jobs));
     }
     println!(
         "fuzzing `{target}` for {} s: {}",

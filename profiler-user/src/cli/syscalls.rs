@@ -13,15 +13,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::Ebpf;
 use clap::Args;
 use profiler_common::SyscallConfig;
+
+mod live;
+mod names;
+mod slow;
+
+use live::draw_live;
+use names::NameCache;
+use slow::{SlowCalls, realtime_minus_monotonic_ns};
 
 use super::record::{choose_target, parse_secs};
 use crate::{
     collect::{
         mappings::{MappingTracker, TrackerOptions},
-        syscalls::{SlowCallReader, read_stacks, snapshot_syscalls},
+        syscalls::{SlowCallReader, snapshot_syscalls},
     },
     probes::{self, MapSizes, SyscallTracer},
     record::{Progress, RecordTarget, Session},
@@ -300,167 +307,6 @@ fn trace(
         exit_status,
         session.description().to_owned(),
     ))
-}
-
-fn draw_live(
-    ebpf: &Ebpf,
-    by: GroupBy,
-    names: &mut NameCache,
-    elapsed: Duration,
-    description: &str,
-    tty: bool,
-    sinks: &Sinks,
-) -> anyhow::Result<()> {
-    let snapshot = snapshot_syscalls(ebpf)?;
-    names.refresh(&snapshot);
-    let table = build_table(&snapshot, by, &names.names);
-    let mut screen = format!(
-        "{}flamewarden syscalls: {description}, {:.0} s (Ctrl-C to stop)\n\n",
-        if tty { "\x1b[H\x1b[2J" } else { "\n" },
-        elapsed.as_secs_f64()
-    );
-    screen.push_str(&render_table(&table, Some(25)));
-    if !sinks.recent.is_empty() {
-        screen.push_str("\nslowest calls, newest last:\n");
-        for line in &sinks.recent {
-            screen.push_str(line.lines().next().unwrap_or_default());
-            screen.push('\n');
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(screen.as_bytes())?;
-    out.flush()?;
-    Ok(())
-}
-
-/// Turns slow-call events into [`SlowCall`]s with symbolized stacks.
-struct SlowCalls {
-    tracker: Option<MappingTracker>,
-    spaces: AddressSpaces,
-    symbolizer: Symbolizer,
-    reader: SlowCallReader,
-    clock_offset_ns: i64,
-    names: NameCache,
-    calls: Vec<SlowCall>,
-}
-
-impl SlowCalls {
-    fn handle(
-        &mut self,
-        ebpf: &Ebpf,
-        events: Vec<profiler_common::SlowSyscallEvent>,
-        sinks: &mut Sinks,
-    ) -> anyhow::Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if let Some(tracker) = &self.tracker {
-            tracker.drain(&mut self.spaces);
-        }
-        let ids: Vec<i64> = events.iter().map(|e| e.user_stack_id).collect();
-        let stacks = read_stacks(ebpf, &ids)?;
-        for event in events {
-            let frames = stacks
-                .get(&event.user_stack_id)
-                .map(|ips| {
-                    self.symbolizer
-                        .symbolize_user(&self.spaces, event.tgid, ips)
-                })
-                .unwrap_or_default();
-            let cgroup = self.names.cgroup(event.cgroup_id);
-            let time = (event.exit_ns as i64)
-                .saturating_add(self.clock_offset_ns)
-                .max(0) as u64;
-            let call = SlowCall::from_event(&event, time, cgroup, &frames);
-            self.names
-                .names
-                .processes
-                .entry(call.pid)
-                .or_insert_with(|| call.comm.clone());
-            sinks.event(&call.to_text())?;
-            self.calls.push(call);
-        }
-        Ok(())
-    }
-}
-
-/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, ns: turns `bpf_ktime_get_ns` times into wall time.
-fn realtime_minus_monotonic_ns() -> i64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
-}
-
-/// Process names from `/proc`, cgroup paths from the cgroup2 file system; looked up once.
-#[derive(Default)]
-struct NameCache {
-    names: Names,
-    cgroups_scanned: bool,
-}
-
-impl NameCache {
-    /// Names every process and cgroup of the snapshot that is not named yet.
-    fn refresh(&mut self, snapshot: &SyscallSnapshot) {
-        for (key, _) in &snapshot.stats {
-            if let std::collections::hash_map::Entry::Vacant(entry) =
-                self.names.processes.entry(key.tgid)
-                && let Ok(comm) = fs::read_to_string(format!("/proc/{}/comm", key.tgid))
-            {
-                entry.insert(comm.trim_end().to_owned());
-            }
-            if !self.names.cgroups.contains_key(&key.cgroup_id) {
-                self.scan_cgroups();
-            }
-        }
-    }
-
-    fn cgroup(&mut self, id: u64) -> String {
-        if !self.names.cgroups.contains_key(&id) {
-            self.scan_cgroups();
-        }
-        self.names.cgroup(id)
-    }
-
-    /// Walks the cgroup2 mount once, mapping directory inodes (cgroup ids) to paths.
-    fn scan_cgroups(&mut self) {
-        if self.cgroups_scanned {
-            return;
-        }
-        self.cgroups_scanned = true;
-        use std::os::unix::fs::MetadataExt as _;
-        let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
-            return;
-        };
-        let roots = mounts.lines().filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        });
-        let mut stack: Vec<PathBuf> = roots.collect();
-        while let Some(dir) = stack.pop() {
-            if let Ok(meta) = fs::metadata(&dir) {
-                self.names
-                    .cgroups
-                    .entry(meta.ino())
-                    .or_insert_with(|| dir.display().to_string());
-            }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [NAME]`: benchmarks against the real kernel, each a function that prints
 //! a table and writes `target/bench/<name>.json`.
 
+mod ci;
 mod process;
 mod record;
 mod stats;
@@ -67,7 +68,7 @@ const BENCHMARKS: [Benchmark; 6] = [
     Benchmark {
         name: "ci",
         measures: "`flamewarden ci` report time",
-        run: None,
+        run: Some(ci::run),
     },
     Benchmark {
         name: "daemon",
