@@ -4,10 +4,12 @@
 //! padding, `u32` flags instead of `bool`, and a size pinned at compile time.
 #![no_std]
 
+pub mod guard;
 pub mod offcpu;
 pub mod sample;
 pub mod syscalls;
 
+pub use guard::*;
 pub use offcpu::*;
 pub use sample::*;
 pub use syscalls::*;

@@ -31,6 +31,7 @@ fn count(stat: OffCpuStat) {
     }
 }
 
+/// `sched_switch`: ends the block of `next`, starts the block of `prev`.
 pub fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i64> {
     // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
     //          unsigned int prev_state)

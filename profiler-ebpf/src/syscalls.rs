@@ -38,6 +38,7 @@ fn count(stat: SyscallStat) {
 const NR_EXIT: i64 = 60;
 const NR_EXIT_GROUP: i64 = 231;
 
+/// `sys_enter`: stamps the entry time and number of a targeted thread's call.
 pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -90,6 +91,7 @@ fn bucket(ns: u64) -> usize {
     }
 }
 
+/// `sys_exit`: accounts the call (count, errors, time, histogram, errno) and emits it when slow.
 pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;

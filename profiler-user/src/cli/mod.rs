@@ -54,7 +54,10 @@ pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Record(args) => record::run(args),
         Command::Syscalls(args) => syscalls::run(args),

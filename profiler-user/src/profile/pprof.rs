@@ -62,6 +62,29 @@ pub fn to_pprof(profile: &Profile) -> proto::Profile {
 
     let mut mappings: Vec<proto::Mapping> = Vec::new();
     let mut mapping_of_module: HashMap<&str, u64> = HashMap::new();
+    // pprof takes mapping[0] for the main binary (its `File:` line): the profiled command's.
+    let program = profile
+        .meta
+        .command
+        .as_ref()
+        .and_then(|argv| argv.first())
+        .map(|p| p.rsplit('/').next().unwrap_or(p));
+    let main_module = profile
+        .frames
+        .iter()
+        .filter_map(|f| f.module.as_deref())
+        .find(|m| Some(m.rsplit('/').next().unwrap_or(m)) == program);
+    if let Some(module) = main_module {
+        mapping_of_module.insert(module, 1);
+        mappings.push(proto::Mapping {
+            id: 1,
+            filename: strings.index(module),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            ..Default::default()
+        });
+    }
     let mut functions: Vec<proto::Function> = Vec::new();
     let mut function_of: HashMap<(&str, Option<&str>), u64> = HashMap::new();
     let mut locations = Vec::with_capacity(profile.frames.len());

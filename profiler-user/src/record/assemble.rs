@@ -84,15 +84,15 @@ fn prefetch(raw: &RawSamples, resolver: &mut impl FrameResolver) {
     let mut user = Vec::new();
     let mut kernel = Vec::new();
     for (key, _) in &raw.counts {
-        if let Some(ips) = stack(raw, key.user_stack_id) {
-            if seen_user.insert((key.tgid, key.user_stack_id)) {
-                user.push((key.tgid, ips));
-            }
+        if let Some(ips) = stack(raw, key.user_stack_id)
+            && seen_user.insert((key.tgid, key.user_stack_id))
+        {
+            user.push((key.tgid, ips));
         }
-        if let Some(ips) = stack(raw, key.kernel_stack_id) {
-            if seen_kernel.insert(key.kernel_stack_id) {
-                kernel.push(ips);
-            }
+        if let Some(ips) = stack(raw, key.kernel_stack_id)
+            && seen_kernel.insert(key.kernel_stack_id)
+        {
+            kernel.push(ips);
         }
     }
     resolver.prefetch(&user, &kernel);
