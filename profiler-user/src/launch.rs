@@ -69,7 +69,10 @@ fn pipe() -> Result<[RawFd; 2], LaunchError> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(LaunchError::Sys { call: "pipe2", source: io::Error::last_os_error() });
+        return Err(LaunchError::Sys {
+            call: "pipe2",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(fds)
 }
@@ -95,7 +98,10 @@ impl StoppedChild {
         // on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(LaunchError::Sys { call: "fork", source: io::Error::last_os_error() });
+            return Err(LaunchError::Sys {
+                call: "fork",
+                source: io::Error::last_os_error(),
+            });
         }
         if pid == 0 {
             // SAFETY: see above; this is the child.
@@ -114,7 +120,12 @@ impl StoppedChild {
         }
         close(go_read);
         close(err_write);
-        Ok(Self { pid: pid as u32, go: go_write, exec_error: err_read, program })
+        Ok(Self {
+            pid: pid as u32,
+            go: go_write,
+            exec_error: err_read,
+            program,
+        })
     }
 
     /// The child's pid.
@@ -135,7 +146,10 @@ impl StoppedChild {
         if written != 1 {
             close(exec_error);
             let _ = wait(pid, true);
-            return Err(LaunchError::Sys { call: "write", source: io::Error::last_os_error() });
+            return Err(LaunchError::Sys {
+                call: "write",
+                source: io::Error::last_os_error(),
+            });
         }
         let mut errno = 0i32;
         // SAFETY: reading at most 4 bytes into a valid i32; EOF means exec succeeded (CLOEXEC).

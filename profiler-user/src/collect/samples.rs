@@ -49,19 +49,29 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Pro
 pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
     let counters = read_counters(ebpf)?;
     let counts_map: BpfHashMap<&MapData, SampleKey, u64> =
-        BpfHashMap::try_from(map(ebpf, MAP_SAMPLE_COUNTS)?)
-            .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_COUNTS, source })?;
+        BpfHashMap::try_from(map(ebpf, MAP_SAMPLE_COUNTS)?).map_err(|source| ProbeError::Map {
+            map: MAP_SAMPLE_COUNTS,
+            source,
+        })?;
     let mut counts = Vec::new();
     for entry in counts_map.iter() {
         match entry {
             Ok(kv) => counts.push(kv),
             // An entry deleted between listing and lookup; nothing deletes during a drain.
             Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => return Err(ProbeError::Map { map: MAP_SAMPLE_COUNTS, source }),
+            Err(source) => {
+                return Err(ProbeError::Map {
+                    map: MAP_SAMPLE_COUNTS,
+                    source,
+                });
+            }
         }
     }
     let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map { map: MAP_STACKS, source })?;
+        .map_err(|source| ProbeError::Map {
+            map: MAP_STACKS,
+            source,
+        })?;
     let mut stacks = HashMap::new();
     for (key, _) in &counts {
         for id in [key.user_stack_id, key.kernel_stack_id] {
@@ -73,22 +83,37 @@ pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
                     stacks.insert(id as u32, trace.frames().iter().map(|f| f.ip).collect());
                 }
                 Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(ProbeError::Map { map: MAP_STACKS, source }),
+                Err(source) => {
+                    return Err(ProbeError::Map {
+                        map: MAP_STACKS,
+                        source,
+                    });
+                }
             }
         }
     }
-    Ok(RawSamples { counts, stacks, counters })
+    Ok(RawSamples {
+        counts,
+        stacks,
+        counters,
+    })
 }
 
 /// Sums the per-CPU counters.
 pub fn read_counters(ebpf: &Ebpf) -> Result<SampleCounters, ProbeError> {
     let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, MAP_SAMPLE_STATS)?)
-        .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_STATS, source })?;
+        .map_err(|source| ProbeError::Map {
+            map: MAP_SAMPLE_STATS,
+            source,
+        })?;
     let mut sums = [0u64; SAMPLE_STATS_LEN as usize];
     for (i, sum) in sums.iter_mut().enumerate() {
         let values = array
             .get(&(i as u32), 0)
-            .map_err(|source| ProbeError::Map { map: MAP_SAMPLE_STATS, source })?;
+            .map_err(|source| ProbeError::Map {
+                map: MAP_SAMPLE_STATS,
+                source,
+            })?;
         *sum = values.iter().sum();
     }
     let at = |s: SampleStat| sums[s as usize];

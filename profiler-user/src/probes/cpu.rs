@@ -27,9 +27,16 @@ impl CpuSampler {
             .program_mut(PROGRAM)
             .ok_or(ProbeError::MissingProgram(PROGRAM))?
             .try_into()
-            .map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
-        program.load().map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
-        let cpus = online_cpus().map_err(|(what, e)| ProbeError::PerfEvents(format!("{what}: {e}")))?;
+            .map_err(|source| ProbeError::Attach {
+                what: PROGRAM.into(),
+                source,
+            })?;
+        program.load().map_err(|source| ProbeError::Attach {
+            what: PROGRAM.into(),
+            source,
+        })?;
+        let cpus =
+            online_cpus().map_err(|(what, e)| ProbeError::PerfEvents(format!("{what}: {e}")))?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -39,10 +46,13 @@ impl CpuSampler {
                     false,
                 )
                 .map_err(|source| match source {
-                    aya::programs::ProgramError::SyscallError(e) => {
-                        ProbeError::PerfEvents(format!("perf_event_open on CPU {cpu}: {}", e.io_error))
-                    }
-                    source => ProbeError::Attach { what: format!("{PROGRAM} on CPU {cpu}"), source },
+                    aya::programs::ProgramError::SyscallError(e) => ProbeError::PerfEvents(
+                        format!("perf_event_open on CPU {cpu}: {}", e.io_error),
+                    ),
+                    source => ProbeError::Attach {
+                        what: format!("{PROGRAM} on CPU {cpu}"),
+                        source,
+                    },
                 })?;
         }
         Ok(Self { cpus: cpus.len() })
@@ -59,7 +69,13 @@ impl CpuSampler {
             .program_mut(PROGRAM)
             .ok_or(ProbeError::MissingProgram(PROGRAM))?
             .try_into()
-            .map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
-        program.unload().map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })
+            .map_err(|source| ProbeError::Attach {
+                what: PROGRAM.into(),
+                source,
+            })?;
+        program.unload().map_err(|source| ProbeError::Attach {
+            what: PROGRAM.into(),
+            source,
+        })
     }
 }

@@ -19,10 +19,14 @@ pub enum ProbeError {
         missing: String,
     },
     /// The kernel exposes no BTF.
-    #[error("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); flamewarden needs CONFIG_DEBUG_INFO_BTF=y")]
+    #[error(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); flamewarden needs CONFIG_DEBUG_INFO_BTF=y"
+    )]
     NoBtf,
     /// tracefs is not mounted and could not be mounted.
-    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}; mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    #[error(
+        "tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}; mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
     NoTracefs(std::io::Error),
     /// A tracepoint format file could not be read or lacks a field.
     #[error("tracepoint {category}/{event}: {reason}")]
@@ -53,7 +57,9 @@ pub enum ProbeError {
         source: aya::programs::ProgramError,
     },
     /// Software perf events are unavailable.
-    #[error("perf events are unavailable ({0}); check kernel.perf_event_paranoid and CONFIG_PERF_EVENTS")]
+    #[error(
+        "perf events are unavailable ({0}); check kernel.perf_event_paranoid and CONFIG_PERF_EVENTS"
+    )]
     PerfEvents(String),
     /// A map operation failed.
     #[error("BPF map {map}")]

@@ -17,11 +17,20 @@ impl ForkFollower {
             .program_mut(PROGRAM)
             .ok_or(ProbeError::MissingProgram(PROGRAM))?
             .try_into()
-            .map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
-        program.load().map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
+            .map_err(|source| ProbeError::Attach {
+                what: PROGRAM.into(),
+                source,
+            })?;
+        program.load().map_err(|source| ProbeError::Attach {
+            what: PROGRAM.into(),
+            source,
+        })?;
         program
             .attach("sched", "sched_process_fork")
-            .map_err(|source| ProbeError::Attach { what: PROGRAM.into(), source })?;
+            .map_err(|source| ProbeError::Attach {
+                what: PROGRAM.into(),
+                source,
+            })?;
         Ok(Self)
     }
 }

@@ -14,7 +14,8 @@ fn effective_caps() -> u64 {
         .ok()
         .and_then(|status| {
             status.lines().find_map(|line| {
-                line.strip_prefix("CapEff:").and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                line.strip_prefix("CapEff:")
+                    .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
             })
         })
         .unwrap_or(0)
@@ -32,12 +33,18 @@ pub fn check_privileges() -> Result<(), ProbeError> {
         .filter(|(cap, _)| !has(*cap))
         .map(|(_, name)| name)
         .collect();
-    Err(ProbeError::NotPrivileged { missing: missing.join(", ") })
+    Err(ProbeError::NotPrivileged {
+        missing: missing.join(", "),
+    })
 }
 
 /// Fails when the kernel exposes no BTF.
 pub fn check_btf() -> Result<(), ProbeError> {
-    if Path::new("/sys/kernel/btf/vmlinux").exists() { Ok(()) } else { Err(ProbeError::NoBtf) }
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Ok(())
+    } else {
+        Err(ProbeError::NoBtf)
+    }
 }
 
 /// Where tracefs is mounted, mounting it at /sys/kernel/tracing when it is nowhere.
@@ -54,7 +61,10 @@ pub fn ensure_tracefs() -> Result<&'static Path, ProbeError> {
 /// Mounts bpffs at /sys/fs/bpf unless it is mounted there already.
 pub fn ensure_bpffs() -> io::Result<()> {
     let mounts = fs::read_to_string("/proc/self/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
         return Ok(());
     }
     mount("bpf", "/sys/fs/bpf", "bpf")
@@ -65,9 +75,19 @@ fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
     let (source, target, fstype) = (c(source)?, c(target)?, c(fstype)?);
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The thread-group id of `pid` (which may name a thread), or `NoSuchProcess`.

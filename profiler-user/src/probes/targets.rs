@@ -33,20 +33,32 @@ pub struct CgroupTarget {
 impl CgroupTarget {
     /// Resolves a cgroup v2 directory, failing with a message that names the path.
     pub fn from_path(path: &Path) -> Result<Self, ProbeError> {
-        let bad = |reason: &str| ProbeError::BadCgroup { path: path.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| ProbeError::BadCgroup {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
         let meta = fs::metadata(path).map_err(|e| bad(&format!("no such cgroup ({e})")))?;
         if !meta.is_dir() {
             return Err(bad("not a directory"));
         }
         if statfs_magic(path) != Some(CGROUP2_SUPER_MAGIC) {
-            return Err(bad("not on a cgroup v2 filesystem (cgroup2 is usually /sys/fs/cgroup or /sys/fs/cgroup/unified)"));
+            return Err(bad(
+                "not on a cgroup v2 filesystem (cgroup2 is usually /sys/fs/cgroup or /sys/fs/cgroup/unified)",
+            ));
         }
         let canonical = fs::canonicalize(path).map_err(|e| bad(&e.to_string()))?;
-        let level = cgroup2_level(&canonical).ok_or_else(|| bad("cannot find its cgroup2 mount"))?;
+        let level =
+            cgroup2_level(&canonical).ok_or_else(|| bad("cannot find its cgroup2 mount"))?;
         if level > MAX_CGROUP_LEVEL {
-            return Err(bad(&format!("nested deeper than {MAX_CGROUP_LEVEL} levels")));
+            return Err(bad(&format!(
+                "nested deeper than {MAX_CGROUP_LEVEL} levels"
+            )));
         }
-        Ok(Self { path: path.to_owned(), id: meta.ino(), level })
+        Ok(Self {
+            path: path.to_owned(),
+            id: meta.ino(),
+            level,
+        })
     }
 }
 
@@ -68,7 +80,11 @@ fn cgroup2_level(path: &Path) -> Option<u32> {
             let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
             (fstype == "cgroup2").then(|| PathBuf::from(dir))
         })
-        .filter_map(|root| path.strip_prefix(&root).ok().map(|rel| rel.components().count() as u32))
+        .filter_map(|root| {
+            path.strip_prefix(&root)
+                .ok()
+                .map(|rel| rel.components().count() as u32)
+        })
         .min()
 }
 
@@ -87,7 +103,10 @@ impl Targets {
     /// The filter the kernel applies for these targets.
     pub fn filter(&self) -> TargetFilter {
         if self.all {
-            return TargetFilter { mode: FILTER_ALL, max_cgroup_level: 0 };
+            return TargetFilter {
+                mode: FILTER_ALL,
+                max_cgroup_level: 0,
+            };
         }
         let mut mode = 0;
         if !self.tgids.is_empty() {
@@ -100,31 +119,55 @@ impl Targets {
             mode = FILTER_NONE;
         }
         let max_cgroup_level = self.cgroups.iter().map(|c| c.level).max().unwrap_or(0);
-        TargetFilter { mode, max_cgroup_level }
+        TargetFilter {
+            mode,
+            max_cgroup_level,
+        }
     }
 
     /// Writes the targets into the maps, then switches the filter on.
     pub fn apply(&self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        set_filter(ebpf, TargetFilter { mode: FILTER_NONE, max_cgroup_level: 0 })?;
+        set_filter(
+            ebpf,
+            TargetFilter {
+                mode: FILTER_NONE,
+                max_cgroup_level: 0,
+            },
+        )?;
         {
-            let map = ebpf.map_mut(MAP_TARGET_TGIDS).ok_or(ProbeError::MissingMap(MAP_TARGET_TGIDS))?;
-            let mut tgids: HashMap<_, u32, u32> = HashMap::try_from(map)
-                .map_err(|source| ProbeError::Map { map: MAP_TARGET_TGIDS, source })?;
+            let map = ebpf
+                .map_mut(MAP_TARGET_TGIDS)
+                .ok_or(ProbeError::MissingMap(MAP_TARGET_TGIDS))?;
+            let mut tgids: HashMap<_, u32, u32> =
+                HashMap::try_from(map).map_err(|source| ProbeError::Map {
+                    map: MAP_TARGET_TGIDS,
+                    source,
+                })?;
             for &(tgid, flags) in &self.tgids {
                 tgids
                     .insert(tgid, flags, 0)
-                    .map_err(|source| ProbeError::Map { map: MAP_TARGET_TGIDS, source })?;
+                    .map_err(|source| ProbeError::Map {
+                        map: MAP_TARGET_TGIDS,
+                        source,
+                    })?;
             }
         }
         {
-            let map =
-                ebpf.map_mut(MAP_TARGET_CGROUPS).ok_or(ProbeError::MissingMap(MAP_TARGET_CGROUPS))?;
-            let mut cgroups: HashMap<_, u64, u32> = HashMap::try_from(map)
-                .map_err(|source| ProbeError::Map { map: MAP_TARGET_CGROUPS, source })?;
+            let map = ebpf
+                .map_mut(MAP_TARGET_CGROUPS)
+                .ok_or(ProbeError::MissingMap(MAP_TARGET_CGROUPS))?;
+            let mut cgroups: HashMap<_, u64, u32> =
+                HashMap::try_from(map).map_err(|source| ProbeError::Map {
+                    map: MAP_TARGET_CGROUPS,
+                    source,
+                })?;
             for cgroup in &self.cgroups {
                 cgroups
                     .insert(cgroup.id, 1, 0)
-                    .map_err(|source| ProbeError::Map { map: MAP_TARGET_CGROUPS, source })?;
+                    .map_err(|source| ProbeError::Map {
+                        map: MAP_TARGET_CGROUPS,
+                        source,
+                    })?;
             }
         }
         set_filter(ebpf, self.filter())
@@ -132,15 +175,25 @@ impl Targets {
 
     /// Whether processes forked by targets are followed in the kernel.
     pub fn follows_forks(&self) -> bool {
-        self.tgids.iter().any(|(_, flags)| flags & profiler_common::TARGET_FOLLOW_FORKS != 0)
+        self.tgids
+            .iter()
+            .any(|(_, flags)| flags & profiler_common::TARGET_FOLLOW_FORKS != 0)
     }
 }
 
 fn set_filter(ebpf: &mut Ebpf, filter: TargetFilter) -> Result<(), ProbeError> {
-    let map = ebpf.map_mut(MAP_TARGET_FILTER).ok_or(ProbeError::MissingMap(MAP_TARGET_FILTER))?;
+    let map = ebpf
+        .map_mut(MAP_TARGET_FILTER)
+        .ok_or(ProbeError::MissingMap(MAP_TARGET_FILTER))?;
     let mut array: Array<_, TargetFilter> =
-        Array::try_from(map).map_err(|source| ProbeError::Map { map: MAP_TARGET_FILTER, source })?;
-    array.set(0, filter, 0).map_err(|source| ProbeError::Map { map: MAP_TARGET_FILTER, source })
+        Array::try_from(map).map_err(|source| ProbeError::Map {
+            map: MAP_TARGET_FILTER,
+            source,
+        })?;
+    array.set(0, filter, 0).map_err(|source| ProbeError::Map {
+        map: MAP_TARGET_FILTER,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -150,13 +203,31 @@ mod tests {
     #[test]
     fn filter_combines_tgids_and_cgroups_and_defaults_to_nothing() {
         assert_eq!(Targets::default().filter().mode, FILTER_NONE);
-        assert_eq!(Targets { all: true, ..Default::default() }.filter().mode, FILTER_ALL);
+        assert_eq!(
+            Targets {
+                all: true,
+                ..Default::default()
+            }
+            .filter()
+            .mode,
+            FILTER_ALL
+        );
         let t = Targets {
             tgids: vec![(1, 0)],
-            cgroups: vec![CgroupTarget { path: "/x".into(), id: 7, level: 3 }],
+            cgroups: vec![CgroupTarget {
+                path: "/x".into(),
+                id: 7,
+                level: 3,
+            }],
             ..Default::default()
         };
-        assert_eq!(t.filter(), TargetFilter { mode: FILTER_TGIDS | FILTER_CGROUPS, max_cgroup_level: 3 });
+        assert_eq!(
+            t.filter(),
+            TargetFilter {
+                mode: FILTER_TGIDS | FILTER_CGROUPS,
+                max_cgroup_level: 3
+            }
+        );
     }
 
     #[test]

@@ -13,9 +13,14 @@ pub fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, Pro
         reason,
     };
     let root = ensure_tracefs()?;
-    let path = root.join("events").join(category).join(event).join("format");
+    let path = root
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
     let format = fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    parse_field_offset(&format, field).ok_or_else(|| err(format!("no field `{field}` in {}", path.display())))
+    parse_field_offset(&format, field)
+        .ok_or_else(|| err(format!("no field `{field}` in {}", path.display())))
 }
 
 /// The offset of `field` in a tracefs format file's text.
@@ -23,7 +28,9 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let line = line.trim();
         let decl = line.strip_prefix("field:")?.split(';').next()?;
-        let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?;
         let name = name.split('[').next()?;
         if name != field {
             return None;

@@ -45,7 +45,14 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
     let mut user_cache: HashMap<(u32, i32), (Vec<FrameId>, u64)> = HashMap::new();
     prefetch(raw, resolver);
     for (key, count) in &raw.counts {
-        let SampleKey { tgid, user_stack_id, kernel_stack_id, cgroup_id, comm, .. } = *key;
+        let SampleKey {
+            tgid,
+            user_stack_id,
+            kernel_stack_id,
+            cgroup_id,
+            comm,
+            ..
+        } = *key;
         let mut truncated = false;
         let mut frames = Vec::new();
         if let Some(ips) = stack(raw, user_stack_id) {
@@ -71,7 +78,13 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
         if truncated {
             completeness.truncated_stacks += count;
         }
-        profile.add_stack(Stack { comm: comm_str(&comm), tgid, cgroup_id, frames, weight: *count });
+        profile.add_stack(Stack {
+            comm: comm_str(&comm),
+            tgid,
+            cgroup_id,
+            frames,
+            weight: *count,
+        });
     }
     profile.merge_identical_stacks();
     profile.completeness = completeness;
@@ -99,13 +112,21 @@ fn prefetch(raw: &RawSamples, resolver: &mut impl FrameResolver) {
 }
 
 fn stack(raw: &RawSamples, id: i32) -> Option<&[u64]> {
-    if id < 0 { None } else { raw.stacks.get(&(id as u32)).map(Vec::as_slice) }
+    if id < 0 {
+        None
+    } else {
+        raw.stacks.get(&(id as u32)).map(Vec::as_slice)
+    }
 }
 
 /// Interns leaf-first frames, returning ids root first and how many were unresolved.
 fn intern_root_first(profile: &mut Profile, leaf_first: Vec<Frame>) -> (Vec<FrameId>, u64) {
     let unknown = leaf_first.iter().filter(|f| !f.symbolized).count() as u64;
-    let ids = leaf_first.into_iter().rev().map(|f| profile.intern(f)).collect();
+    let ids = leaf_first
+        .into_iter()
+        .rev()
+        .map(|f| profile.intern(f))
+        .collect();
     (ids, unknown)
 }
 
@@ -128,14 +149,23 @@ mod tests {
                 .collect()
         }
         fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
-            ips.iter().map(|ip| Frame::function(format!("k{ip}"), FrameKind::Kernel)).collect()
+            ips.iter()
+                .map(|ip| Frame::function(format!("k{ip}"), FrameKind::Kernel))
+                .collect()
         }
     }
 
     fn key(tgid: u32, user: i32, kernel: i32) -> SampleKey {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"work");
-        SampleKey { cgroup_id: 9, tgid, user_stack_id: user, kernel_stack_id: kernel, _pad: 0, comm }
+        SampleKey {
+            cgroup_id: 9,
+            tgid,
+            user_stack_id: user,
+            kernel_stack_id: kernel,
+            _pad: 0,
+            comm,
+        }
     }
 
     #[test]
@@ -143,14 +173,22 @@ mod tests {
         let raw = RawSamples {
             counts: vec![(key(1, 0, 1), 3), (key(1, 2, -14), 2)],
             stacks: HashMap::from([(0, vec![3, 2, 1]), (1, vec![20, 10]), (2, vec![0xdead, 1])]),
-            counters: SampleCounters { taken: 5, user_stack_faults: 0, ..Default::default() },
+            counters: SampleCounters {
+                taken: 5,
+                user_stack_faults: 0,
+                ..Default::default()
+            },
         };
         let profile = assemble(&raw, ProfileMeta::default(), &mut Fake);
         assert_eq!(profile.total_weight(), 5);
         let top = &profile.stacks[0];
         assert_eq!(top.weight, 3);
         assert_eq!(top.comm, "work");
-        let names: Vec<_> = top.frames.iter().map(|&id| profile.frame(id).name.as_str()).collect();
+        let names: Vec<_> = top
+            .frames
+            .iter()
+            .map(|&id| profile.frame(id).name.as_str())
+            .collect();
         assert_eq!(names, ["u1", "u2", "u3", "k10", "k20"]);
         assert_eq!(profile.completeness.frames_total, 3 * 5 + 2 * 2);
         assert_eq!(profile.completeness.frames_unsymbolized, 2);
@@ -165,6 +203,11 @@ mod tests {
             stacks: HashMap::from([(0, deep)]),
             counters: SampleCounters::default(),
         };
-        assert_eq!(assemble(&raw, ProfileMeta::default(), &mut Fake).completeness.truncated_stacks, 4);
+        assert_eq!(
+            assemble(&raw, ProfileMeta::default(), &mut Fake)
+                .completeness
+                .truncated_stacks,
+            4
+        );
     }
 }
