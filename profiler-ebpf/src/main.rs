@@ -8,6 +8,7 @@
     reason = "atomic_xadd is the only atomic add on the BPF target"
 )]
 
+mod guard;
 mod lifecycle;
 mod maps;
 mod offcpu;
@@ -27,9 +28,12 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 use aya_ebpf::{
-    macros::{perf_event, raw_tracepoint, tracepoint},
-    programs::{PerfEventContext, RawTracePointContext, TracePointContext},
+    macros::{cgroup_sock, cgroup_sock_addr, perf_event, raw_tracepoint, tracepoint},
+    programs::{
+        PerfEventContext, RawTracePointContext, SockAddrContext, SockContext, TracePointContext,
+    },
 };
+use profiler_common::GuardHook;
 
 /// CPU sample: attached to the software `cpu-clock` event on every CPU.
 #[perf_event]
@@ -69,4 +73,46 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     match offcpu::try_sched_switch(&ctx) {
         Ok(()) | Err(_) => 0,
     }
+}
+
+/// Guard `cgroup/connect4`: may a sandboxed process connect to an IPv4 address?
+#[cgroup_sock_addr(connect4)]
+pub fn guard_connect4(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Connect4, false)
+}
+
+/// Guard `cgroup/connect6`: may a sandboxed process connect to an IPv6 address?
+#[cgroup_sock_addr(connect6)]
+pub fn guard_connect6(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Connect6, true)
+}
+
+/// Guard `cgroup/sendmsg4`: may a sandboxed process send a UDP datagram to an IPv4 address?
+#[cgroup_sock_addr(sendmsg4)]
+pub fn guard_sendmsg4(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Sendmsg4, false)
+}
+
+/// Guard `cgroup/sendmsg6`: may a sandboxed process send a UDP datagram to an IPv6 address?
+#[cgroup_sock_addr(sendmsg6)]
+pub fn guard_sendmsg6(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Sendmsg6, true)
+}
+
+/// Guard `cgroup/bind4`: may a sandboxed process bind to an IPv4 address?
+#[cgroup_sock_addr(bind4)]
+pub fn guard_bind4(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Bind4, false)
+}
+
+/// Guard `cgroup/bind6`: may a sandboxed process bind to an IPv6 address?
+#[cgroup_sock_addr(bind6)]
+pub fn guard_bind6(ctx: SockAddrContext) -> i32 {
+    guard::decide_addr(ctx.sock_addr, GuardHook::Bind6, true)
+}
+
+/// Guard `cgroup/sock_create`: refuses raw and packet sockets in a sandbox.
+#[cgroup_sock(sock_create)]
+pub fn guard_sock_create(ctx: SockContext) -> i32 {
+    guard::decide_sock_create(ctx.sock)
 }

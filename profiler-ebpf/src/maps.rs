@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use profiler_common::{
     DEFAULT_OFFCPU_KEYS, DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS,
-    DEFAULT_SYSCALL_KEYS, InflightSyscall, MAX_INFLIGHT, MAX_OFFCPU_BLOCKED, MAX_TARGET_CGROUPS,
+    DEFAULT_SYSCALL_KEYS, GUARD_EVENTS_BYTES, GuardAllowKey, GuardPolicy, InflightSyscall,
+    MAX_GUARD_ALLOW, MAX_GUARD_POLICIES, MAX_INFLIGHT, MAX_OFFCPU_BLOCKED, MAX_TARGET_CGROUPS,
     MAX_TARGET_TGIDS, OFFCPU_STATS_LEN, OffCpuConfig, OffCpuStart, SAMPLE_STATS_LEN,
     SYSCALL_COUNTERS_LEN, SYSCALL_EVENTS_BYTES, SampleKey, SyscallConfig, SyscallErrnoKey,
     SyscallKey, SyscallStats, TargetFilter,
@@ -82,3 +83,16 @@ pub static OFFCPU_CONFIG: Array<OffCpuConfig> = Array::with_max_entries(1, 0);
 /// Off-CPU counters, indexed by `OffCpuStat`.
 #[map(name = "OFFCPU_STATS")]
 pub static OFFCPU_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OFFCPU_STATS_LEN, 0);
+
+/// Network policies of sandboxes, by cgroup id.
+#[map(name = "GUARD_POLICIES")]
+pub static GUARD_POLICIES: HashMap<u64, GuardPolicy> =
+    HashMap::with_max_entries(MAX_GUARD_POLICIES, 0);
+
+/// Allowed destinations of sandboxes whose policy has an allow list.
+#[map(name = "GUARD_ALLOW")]
+pub static GUARD_ALLOW: LpmTrie<GuardAllowKey, u32> = LpmTrie::with_max_entries(MAX_GUARD_ALLOW, 0);
+
+/// Network violations.
+#[map(name = "GUARD_EVENTS")]
+pub static GUARD_EVENTS: RingBuf = RingBuf::with_byte_size(GUARD_EVENTS_BYTES, 0);

@@ -2,6 +2,7 @@
 
 pub mod ci;
 pub mod exec;
+pub mod guard;
 pub mod output;
 pub mod policy;
 pub mod record;
@@ -37,6 +38,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Apply a policy's Landlock, seccomp and rlimit layers to this process, then exec COMMAND.
     Exec(exec::ExecArgs),
+    /// Attach or detach the cgroup-BPF network guard on an existing cgroup.
+    Guard(guard::GuardArgs),
     /// Profile a benchmark in CI: flamegraph, pprof, diff against a baseline, gate on regressions.
     Ci(ci::CiArgs),
 }
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(args) => policy::run(args),
         Command::Exec(args) => exec::run(args),
         Command::Ci(args) => ci::run(args),
+        Command::Guard(args) => guard::run(args),
     }
 }
 

@@ -8,6 +8,7 @@
 //! and `execve` in a multi-threaded parent. `flamewarden exec` applies the layers to itself;
 //! `flamewarden sandbox run` applies them in its forked child.
 
+pub mod attach;
 pub mod exec;
 mod landlock;
 mod seccomp;

@@ -2,6 +2,7 @@
 
 mod cpu;
 mod error;
+pub mod guard;
 mod lifecycle;
 mod offcpu;
 mod syscalls;
@@ -30,8 +31,36 @@ pub struct MapSizes {
     pub stacks: Option<u32>,
 }
 
-/// Loads the embedded object after checking privileges and kernel features.
+/// A probe family whose maps a command needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Syscall statistics and slow-call events.
+    Syscalls,
+    /// Off-CPU time from `sched_switch`.
+    OffCpu,
+}
+
+/// Maps of a family shrunk to the smallest size the kernel accepts when the family is unused:
+/// creating (and freeing) large preallocated maps is most of a short recording's set-up time.
+const FAMILY_MAPS: [(Family, &str, u32); 7] = [
+    (Family::Syscalls, profiler_common::MAP_SYSCALL_STATS, 1),
+    (Family::Syscalls, profiler_common::MAP_SYSCALL_ERRNOS, 1),
+    (Family::Syscalls, profiler_common::MAP_SYSCALL_INFLIGHT, 1),
+    // A ring buffer is at least one page.
+    (Family::Syscalls, profiler_common::MAP_SYSCALL_EVENTS, 4096),
+    (Family::OffCpu, profiler_common::MAP_OFFCPU_TIMES, 1),
+    (Family::OffCpu, profiler_common::MAP_OFFCPU_START, 1),
+    (Family::OffCpu, profiler_common::MAP_OFFCPU_STATS, 1),
+];
+
+/// Loads the embedded object with every family's maps at full size.
 pub fn load(sizes: MapSizes) -> Result<Ebpf, ProbeError> {
+    load_for(sizes, &[Family::Syscalls, Family::OffCpu])
+}
+
+/// Loads the embedded object after checking privileges and kernel features; the maps of
+/// families not in `families` are created at their minimum size (their programs stay unused).
+pub fn load_for(sizes: MapSizes, families: &[Family]) -> Result<Ebpf, ProbeError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
     }
@@ -46,6 +75,11 @@ pub fn load(sizes: MapSizes) -> Result<Ebpf, ProbeError> {
     }
     if let Some(n) = sizes.stacks {
         loader.map_max_entries(profiler_common::MAP_STACKS, n);
+    }
+    for (family, map, minimum) in FAMILY_MAPS {
+        if !families.contains(&family) {
+            loader.map_max_entries(map, minimum);
+        }
     }
     loader.load(EBPF_OBJECT).map_err(ProbeError::Load)
 }

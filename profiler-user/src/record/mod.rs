@@ -113,7 +113,12 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
 
     // Mappings are tracked before anything runs, so that no exec or mmap is missed.
     let tracker = MappingTracker::start(TrackerOptions::default())?;
-    let mut ebpf = probes::load(opts.map_sizes)?;
+    let families: &[probes::Family] = if blocking {
+        &[probes::Family::OffCpu]
+    } else {
+        &[]
+    };
+    let mut ebpf = probes::load_for(opts.map_sizes, families)?;
     session.apply(&mut ebpf)?;
     let seed = AddressSpaces::snapshot_proc(session.snapshot_pids());
     let started_at_unix_ms = SystemTime::now()
@@ -152,7 +157,9 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
         None
     };
     let (spaces, mapping_stats) = tracker.stop(seed);
-    drop(ebpf);
+    // Detaching and freeing the kernel objects waits for RCU grace periods (tens of ms); the
+    // outputs do not depend on it, so it happens beside symbolization.
+    std::thread::spawn(move || drop(ebpf));
 
     let meta = ProfileMeta {
         target: session.description().to_owned(),
