@@ -132,10 +132,17 @@ fn stages(args: &TestArgs) -> Vec<Stage> {
             run: Box::new(|| build::build(Profile::Release).map(|_| ())),
         });
         let mut e2e = run::cargo();
-        e2e.args(["test", "--release", "-p", "flamewarden-tests", "--"])
-            .arg("--test-threads=1")
-            .args(&args.filter)
-            .env("FLAMEWARDEN_BIN", build::binary_path(Profile::Release));
+        e2e.args([
+            "test",
+            "--release",
+            "-p",
+            "flamewarden-tests",
+            "--tests",
+            "--",
+        ])
+        .arg("--test-threads=1")
+        .args(&args.filter)
+        .env("FLAMEWARDEN_BIN", build::binary_path(Profile::Release));
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             // In CI a test that cannot load BPF fails instead of skipping.
             e2e.env("FLAMEWARDEN_REQUIRE_BPF", "1");
