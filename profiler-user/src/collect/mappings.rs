@@ -53,7 +53,9 @@ impl Default for TrackerOptions {
         Self {
             ring_pages: 128,
             wakeup_bytes: 4096,
-            poll_interval: Duration::from_millis(10),
+            // Data past the watermark wakes the poller at once; the interval bounds how long a
+            // trickle of records (and the pinning of their files) waits.
+            poll_interval: Duration::from_millis(50),
             max_pinned_files: DEFAULT_PINNED_FILES,
             build_ids: true,
         }
@@ -121,6 +123,8 @@ pub struct MappingTracker {
 #[derive(Debug)]
 struct Shared {
     stop: AtomicBool,
+    /// Written on stop so that the poller wakes at once instead of at its next interval.
+    wake: OwnedFd,
     collected: Mutex<Collected>,
 }
 
@@ -151,8 +155,16 @@ impl MappingTracker {
             .map_err(|source| MappingError::Open { cpu, source })?;
             rings.push(PerfRing::map(fd, cpu, opts.ring_pages)?);
         }
+        // SAFETY: eventfd takes no pointers; the returned fd is checked and then owned.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(MappingError::Spawn(io::Error::last_os_error()));
+        }
+        // SAFETY: `wake` is a fresh fd that nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            wake,
             collected: Mutex::new(Collected {
                 events: Vec::new(),
                 pinned: PinnedFiles::with_capacity(opts.max_pinned_files),
@@ -206,6 +218,10 @@ impl MappingTracker {
 
     fn join(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; failure only delays the stop
+        // until the next poll interval.
+        unsafe { libc::write(self.shared.wake.as_raw_fd(), (&raw const one).cast(), 8) };
         if let Some(thread) = self.thread.take() {
             // A panicking poller has already lost its rings; what it collected is still good.
             let _ = thread.join();
@@ -366,6 +382,11 @@ fn poll_rings(mut rings: Vec<PerfRing>, shared: &Shared, interval: Duration) {
             revents: 0,
         })
         .collect();
+    fds.push(libc::pollfd {
+        fd: shared.wake.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
     let timeout = i32::try_from(interval.as_millis())
         .unwrap_or(i32::MAX)
         .max(1);
