@@ -21,7 +21,7 @@ use crate::{
         STACKS, SYSCALL_CONFIG, SYSCALL_COUNTERS, SYSCALL_ERRNOS, SYSCALL_EVENTS, SYSCALL_INFLIGHT,
         SYSCALL_STATS,
     },
-    targets::{current_cgroup_id, is_target},
+    targets::{current_cgroup_id, is_current_target},
 };
 
 /// Largest errno the kernel returns as a negative value.
@@ -42,7 +42,7 @@ const NR_EXIT_GROUP: i64 = 231;
 pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_target(tgid, current_cgroup_id()) {
+    if !is_current_target(tgid) {
         return Ok(());
     }
     let nr: i64 = ctx.arg(1);
@@ -102,7 +102,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(inflight) = inflight.filter(|i| i.enter_ns != 0) else {
         // Untargeted, or a call that was already running when tracing began (or whose entry
         // found the in-flight map full): only the latter two are counted.
-        if is_target(tgid, current_cgroup_id()) {
+        if is_current_target(tgid) {
             count(SyscallStat::UnmatchedExit);
         }
         return Ok(());

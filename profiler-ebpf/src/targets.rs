@@ -55,3 +55,21 @@ pub fn current_cgroup_id() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_get_current_cgroup_id() }
 }
+
+/// [`is_target`] for the current task, reading its cgroup id only when the filter needs it:
+/// the syscall entry hook runs on every call of every task, and in whole-system mode the cgroup
+/// lookup is the largest part of its filter.
+#[inline(always)]
+pub fn is_current_target(tgid: u32) -> bool {
+    match TARGET_FILTER.get(0) {
+        Some(filter) if filter.mode == FILTER_ALL => true,
+        Some(filter) if filter.mode & FILTER_CGROUPS == 0 => {
+            filter.mode & FILTER_NONE == 0
+                && filter.mode & FILTER_TGIDS != 0
+                // SAFETY: the value is a plain u32 copied out at once.
+                && unsafe { TARGET_TGIDS.get(tgid) }.is_some()
+        }
+        Some(_) => is_target(tgid, current_cgroup_id()),
+        None => false,
+    }
+}
