@@ -88,7 +88,10 @@ fn sigint_during_system_wide_recording_still_writes_every_output() {
     if !require_bpf() {
         return;
     }
+    // Two busy processes: a system-wide profile must show both (on an idle machine they may be
+    // the only ones running).
     let _busy = BackgroundProcess::spawn(&mut spinner("target-a"), "spinner");
+    let _busy_b = BackgroundProcess::spawn(&mut spinner("target-b"), "spinner");
     let mut pending = Recording::spawn(["-a"]);
     thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -110,7 +113,8 @@ fn sigint_during_system_wide_recording_still_writes_every_output() {
     );
     assert_eq!(json.meta.target, "all");
     assert!(
-        folded.any_frame(|f| f == "spin_in_target_a"),
+        folded.any_frame(|f| f == "spin_in_target_a")
+            && folded.any_frame(|f| f == "spin_in_target_b"),
         "a busy process is missing from a system-wide profile"
     );
     assert!(
