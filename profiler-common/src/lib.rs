@@ -5,11 +5,13 @@
 #![no_std]
 
 pub mod guard;
+pub mod guard_run;
 pub mod offcpu;
 pub mod sample;
 pub mod syscalls;
 
 pub use guard::*;
+pub use guard_run::*;
 pub use offcpu::*;
 pub use sample::*;
 pub use syscalls::*;

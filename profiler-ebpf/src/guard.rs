@@ -15,10 +15,11 @@ use aya_ebpf::{
 use profiler_common::{
     GUARD_ACTION_AUDITED, GUARD_ACTION_DENIED, GUARD_ALLOW_FIXED_BITS, GUARD_RULE_DENY_ALL,
     GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET, GUARD_RULE_RAW_SOCKET, GuardAllowKey,
-    GuardEvent, GuardHook, MAX_CGROUP_LEVEL, NET_ALLOW_LIST, NET_AUDIT, NET_DENY_ALL, NET_DENY_RAW,
+    GuardEvent, GuardHook, GuardNetPending, MAX_CGROUP_LEVEL, NET_ALLOW_LIST, NET_AUDIT, NET_DENY_ALL, NET_DENY_RAW,
 };
 
 use crate::{
+    guard_maps::{GUARD_NET_PENDING, GUARD_RUNS},
     maps::{GUARD_ALLOW, GUARD_EVENTS, GUARD_POLICIES},
     targets::current_cgroup_id,
 };
@@ -210,8 +211,29 @@ fn report(
     addr: [u8; 16],
 ) -> i32 {
     let audit = flags & NET_AUDIT != 0;
+    let action = if audit {
+        GUARD_ACTION_AUDITED
+    } else {
+        GUARD_ACTION_DENIED
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: only tests for presence.
+    if unsafe { GUARD_RUNS.get(cgroup_id) }.is_some() {
+        // A sandbox run: the thread's `sys_exit` records the call with its stack.
+        let pending = GuardNetPending {
+            cgroup_id,
+            hook: hook as u32,
+            rule,
+            action,
+            family: family as u16,
+            port,
+            sock_type,
+            protocol,
+            addr,
+        };
+        let _ = GUARD_NET_PENDING.insert(pid_tgid as u32, pending, 0);
+    }
     if let Some(mut entry) = GUARD_EVENTS.reserve::<GuardEvent>(0) {
-        let pid_tgid = bpf_get_current_pid_tgid();
         let event = GuardEvent {
             // SAFETY: a helper without arguments.
             ktime_ns: unsafe { bpf_ktime_get_ns() },
@@ -219,11 +241,7 @@ fn report(
             pid: pid_tgid as u32,
             tgid: (pid_tgid >> 32) as u32,
             hook: hook as u32,
-            action: if audit {
-                GUARD_ACTION_AUDITED
-            } else {
-                GUARD_ACTION_DENIED
-            },
+            action,
             rule,
             family: family as u16,
             port,

@@ -9,6 +9,8 @@
 )]
 
 mod guard;
+mod guard_maps;
+mod guard_sys;
 mod lifecycle;
 mod maps;
 mod offcpu;
@@ -63,6 +65,22 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     match syscalls::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `sys_enter` of the guard: kill rules, and what audit mode would refuse.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn guard_sys_enter(ctx: RawTracePointContext) -> i32 {
+    match guard_sys::try_enter(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `sys_exit` of the guard: refused calls, forks, kills seccomp skipped.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn guard_sys_exit(ctx: RawTracePointContext) -> i32 {
+    match guard_sys::try_exit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

@@ -14,5 +14,6 @@ pub mod policy;
 pub mod probes;
 pub mod profile;
 pub mod record;
+pub mod sandbox;
 pub mod symbolize;
 pub mod syscalls;

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod output;
 pub mod policy;
 pub mod record;
+pub mod sandbox;
 pub mod syscalls;
 
 use std::{
@@ -40,6 +41,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Attach or detach the cgroup-BPF network guard on an existing cgroup.
     Guard(guard::GuardArgs),
+    /// Run a submission under a policy in a fresh cgroup and print its verdict.
+    Sandbox(sandbox::SandboxArgs),
     /// Profile a benchmark in CI: flamegraph, pprof, diff against a baseline, gate on regressions.
     Ci(ci::CiArgs),
 }
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Guard(args) => guard::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 

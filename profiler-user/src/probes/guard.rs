@@ -16,12 +16,14 @@ use aya::{
     Ebpf,
     maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint,
         links::{FdLink, PinnedLink},
     },
 };
 use profiler_common::{
-    GuardAllowKey, GuardPolicy, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS, MAP_GUARD_POLICIES,
+    GuardAllowKey, GuardPolicy, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS, MAP_GUARD_FS_ALLOW,
+    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUNS, MAP_GUARD_SYSCALL_CLASS,
+    MAP_GUARD_VIOLATIONS,
 };
 
 use super::{MapSizes, ProbeError, system};
@@ -44,8 +46,24 @@ pub const GUARD_PROGRAMS: [(&str, &str); 7] = [
 /// links are always attached in multi mode, beside other programs on the same hook.
 const ATTACH_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
+/// The guard's syscall-layer programs (raw tracepoints, system-wide; they act only on tasks of
+/// cgroups with an entry in `GUARD_RUNS`) and their tracepoints.
+pub const GUARD_TRACEPOINTS: [(&str, &str); 2] = [
+    ("guard_sys_enter", "sys_enter"),
+    ("guard_sys_exit", "sys_exit"),
+];
+
 /// The guard's maps, pinned beside the programs.
-pub const GUARD_MAPS: [&str; 3] = [MAP_GUARD_POLICIES, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS];
+pub const GUARD_MAPS: [&str; 8] = [
+    MAP_GUARD_POLICIES,
+    MAP_GUARD_ALLOW,
+    MAP_GUARD_EVENTS,
+    MAP_GUARD_RUNS,
+    MAP_GUARD_VIOLATIONS,
+    MAP_GUARD_SYSCALL_CLASS,
+    MAP_GUARD_FS_ALLOW,
+    MAP_GUARD_NET_PENDING,
+];
 
 /// Why the guard's programs could not be attached, adopted or detached.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +138,7 @@ pub fn pin_dir(id: u64) -> PathBuf {
     Path::new(GUARD_PIN_ROOT).join(id.to_string())
 }
 
-fn link_pin(dir: &Path, program: &str) -> PathBuf {
+pub(super) fn link_pin(dir: &Path, program: &str) -> PathBuf {
     dir.join(format!("link_{program}"))
 }
 
@@ -128,7 +146,7 @@ fn prog_pin(dir: &Path, program: &str) -> PathBuf {
     dir.join(format!("prog_{program}"))
 }
 
-fn map_pin(dir: &Path, map: &str) -> PathBuf {
+pub(super) fn map_pin(dir: &Path, map: &str) -> PathBuf {
     dir.join(format!("map_{map}"))
 }
 
@@ -136,8 +154,17 @@ fn map_pin(dir: &Path, map: &str) -> PathBuf {
 pub fn is_attached(dir: &Path) -> bool {
     GUARD_PROGRAMS
         .iter()
+        .chain(&GUARD_TRACEPOINTS)
         .all(|(name, _)| link_pin(dir, name).exists())
         && GUARD_MAPS.iter().all(|name| map_pin(dir, name).exists())
+}
+
+/// Whether a pinned attachment was made by a flamewarden whose run entries have this one's
+/// layout; an older one is replaced.
+fn same_layout(dir: &Path) -> bool {
+    MapData::from_pin(map_pin(dir, MAP_GUARD_RUNS))
+        .and_then(|map| map.info())
+        .is_ok_and(|info| info.value_size() as usize == size_of::<profiler_common::GuardRun>())
 }
 
 /// How [`attach`] found the cgroup.
@@ -156,7 +183,7 @@ pub fn attach(cgroup: &Path) -> Result<(u64, PathBuf, AttachOutcome), GuardAttac
     let id = cgroup_id(cgroup)?;
     system::ensure_bpffs().map_err(GuardAttachError::Bpffs)?;
     let dir = pin_dir(id);
-    if is_attached(&dir) {
+    if is_attached(&dir) && same_layout(&dir) {
         return Ok((id, dir, AttachOutcome::Adopted));
     }
     if dir.exists() {
@@ -183,6 +210,25 @@ fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), Guar
                 name,
                 source: Box::new(e),
             })?;
+    }
+    super::guard_runs::fill_syscall_classes(ebpf)?;
+    for (name, tracepoint) in GUARD_TRACEPOINTS {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?;
+        let prog_err = |source| GuardAttachError::Program { name, source };
+        let link_err = |e: Box<dyn std::error::Error + Send + Sync>| GuardAttachError::Link {
+            name,
+            source: e,
+        };
+        let program: &mut RawTracePoint = program.try_into().map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        let link_id = program.attach(tracepoint).map_err(prog_err)?;
+        let link = program.take_link(link_id).map_err(prog_err)?;
+        let fd_link: FdLink = link.try_into().map_err(|e| link_err(Box::new(e)))?;
+        fd_link
+            .pin(link_pin(dir, name))
+            .map_err(|e| link_err(Box::new(e)))?;
     }
     let cgroup_fd = File::open(cgroup).map_err(|source| GuardAttachError::Pin {
         path: cgroup.to_path_buf(),
@@ -234,7 +280,8 @@ pub fn detach(id: u64) -> Result<bool, GuardAttachError> {
 }
 
 fn detach_dir(dir: &Path) -> Result<(), GuardAttachError> {
-    for (name, _) in GUARD_PROGRAMS {
+    for (name, _) in GUARD_PROGRAMS.iter().chain(&GUARD_TRACEPOINTS) {
+        let name: &'static str = name;
         let path = link_pin(dir, name);
         if path.exists() {
             let link = PinnedLink::from_pin(&path).map_err(|e| GuardAttachError::Link {

@@ -3,6 +3,7 @@
 mod cpu;
 mod error;
 pub mod guard;
+pub mod guard_runs;
 mod lifecycle;
 mod offcpu;
 mod syscalls;
@@ -38,11 +39,13 @@ pub enum Family {
     Syscalls,
     /// Off-CPU time from `sched_switch`.
     OffCpu,
+    /// The guard: sandbox runs, violations, network policies.
+    Guard,
 }
 
 /// Maps of a family shrunk to the smallest size the kernel accepts when the family is unused:
 /// creating (and freeing) large preallocated maps is most of a short recording's set-up time.
-const FAMILY_MAPS: [(Family, &str, u32); 7] = [
+const FAMILY_MAPS: [(Family, &str, u32); 15] = [
     (Family::Syscalls, profiler_common::MAP_SYSCALL_STATS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_ERRNOS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_INFLIGHT, 1),
@@ -51,11 +54,19 @@ const FAMILY_MAPS: [(Family, &str, u32); 7] = [
     (Family::OffCpu, profiler_common::MAP_OFFCPU_TIMES, 1),
     (Family::OffCpu, profiler_common::MAP_OFFCPU_START, 1),
     (Family::OffCpu, profiler_common::MAP_OFFCPU_STATS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_POLICIES, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_ALLOW, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_EVENTS, 4096),
+    (Family::Guard, profiler_common::MAP_GUARD_RUNS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_VIOLATIONS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_FS_ALLOW, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_NET_PENDING, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_SYSCALL_CLASS, 1),
 ];
 
 /// Loads the embedded object with every family's maps at full size.
 pub fn load(sizes: MapSizes) -> Result<Ebpf, ProbeError> {
-    load_for(sizes, &[Family::Syscalls, Family::OffCpu])
+    load_for(sizes, &[Family::Syscalls, Family::OffCpu, Family::Guard])
 }
 
 /// Loads the embedded object after checking privileges and kernel features; the maps of

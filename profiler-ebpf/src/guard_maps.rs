@@ -1,0 +1,42 @@
+//! The maps of the guard's syscall layer (see `guard_sys`), named as in `profiler_common`.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+};
+use profiler_common::{
+    GUARD_SYSCALLS, GuardFsKey, GuardNetPending, GuardRun, GuardViolation, GuardViolationKey,
+    MAX_GUARD_FS_RULES, MAX_GUARD_RUNS, MAX_GUARD_VIOLATIONS, MAX_INFLIGHT,
+};
+
+/// Sandbox runs, by cgroup id.
+#[map(name = "GUARD_RUNS")]
+pub static GUARD_RUNS: HashMap<u64, GuardRun> = HashMap::with_max_entries(MAX_GUARD_RUNS, 0);
+
+/// Recorded violations, by (cgroup id, slot); allocated on use.
+#[map(name = "GUARD_VIOLATIONS")]
+pub static GUARD_VIOLATIONS: HashMap<GuardViolationKey, GuardViolation> =
+    HashMap::with_max_entries(MAX_GUARD_VIOLATIONS, BPF_F_NO_PREALLOC);
+
+/// What each syscall number means to the guard.
+#[map(name = "GUARD_SYSCALL_CLASS")]
+pub static GUARD_SYSCALL_CLASS: Array<u32> = Array::with_max_entries(GUARD_SYSCALLS, 0);
+
+/// Allowed path prefixes of audit-mode runs.
+#[map(name = "GUARD_FS_ALLOW")]
+pub static GUARD_FS_ALLOW: LpmTrie<GuardFsKey, u32> =
+    LpmTrie::with_max_entries(MAX_GUARD_FS_RULES, 0);
+
+/// Network calls a cgroup hook refused, by thread id, until the thread's `sys_exit`.
+#[map(name = "GUARD_NET_PENDING")]
+pub static GUARD_NET_PENDING: LruHashMap<u32, GuardNetPending> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// The violation being recorded, per CPU (too large for the BPF stack).
+#[map(name = "GUARD_SCRATCH")]
+pub static GUARD_SCRATCH: PerCpuArray<GuardViolation> = PerCpuArray::with_max_entries(1, 0);
+
+/// The path lookup key being built, per CPU.
+#[map(name = "GUARD_FS_SCRATCH")]
+pub static GUARD_FS_SCRATCH: PerCpuArray<Key<GuardFsKey>> = PerCpuArray::with_max_entries(1, 0);

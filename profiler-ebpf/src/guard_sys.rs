@@ -1,0 +1,463 @@
+//! The guard's syscall layer: the `sys_enter` / `sys_exit` raw tracepoints look up the calling
+//! task's sandbox run by cgroup id (one hash lookup for every other task) and
+//! - at entry, kill the process on a `kill` rule with `bpf_send_signal(SIGKILL)`, and in audit
+//!   mode report what seccomp or Landlock would have refused;
+//! - at exit, record calls that Landlock, seccomp or a cgroup hook refused, kill on a `kill` rule
+//!   whose call seccomp skipped (seccomp runs before `sys_enter`, so only `sys_exit` sees it),
+//!   count forks against the fork-rate limit and note forks refused at the task limit.
+//!
+//! Each violation is recorded with its arguments, path and build-id user stack in the run's own
+//! slots of `GUARD_VIOLATIONS`.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_F_USER_BUILD_ID, BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_stack, bpf_send_signal},
+    },
+    programs::RawTracePointContext,
+};
+use profiler_common::{
+    ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_WRITE, GUARD_ACTION_AUDITED,
+    GUARD_ARG_RULES, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES, GUARD_SYSCALLS,
+    GUARD_VIOLATION_SLOTS, GuardNetPending, GuardRun, GuardSyscallClass as Class,
+    GuardViolationKey, RUN_AUDIT, RUN_FS_CHECK, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS,
+    VIOLATION_AUDITED, VIOLATION_DENIED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS,
+    bitmap_has,
+};
+
+use crate::{
+    guard_maps::{
+        GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_NET_PENDING, GUARD_RUNS, GUARD_SCRATCH,
+        GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
+    },
+    targets::current_cgroup_id,
+};
+
+const SIGKILL: u32 = 9;
+const EPERM: i64 = 1;
+const EAGAIN: i64 = 11;
+const EACCES: i64 = 13;
+const EEXIST: i32 = 17;
+const MAX_ERRNO: i64 = 4095;
+const O_ACCMODE: u64 = 3;
+const O_WRONLY: u64 = 1;
+const O_RDWR: u64 = 2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+/// Bits of the fixed part (cgroup id) of a `GuardFsKey`.
+const FS_FIXED_BITS: u32 = 64;
+
+/// A call under decision.
+struct Call {
+    cgroup_id: u64,
+    nr: u32,
+    class: u32,
+    regs: *const pt_regs,
+}
+
+/// The syscall arguments from the saved registers.
+#[inline(always)]
+fn args(regs: *const pt_regs) -> [u64; 6] {
+    // SAFETY: `regs` is the tracepoint's pt_regs pointer, read through the helper.
+    unsafe {
+        [
+            bpf_probe_read_kernel(&raw const (*regs).rdi).unwrap_or(0),
+            bpf_probe_read_kernel(&raw const (*regs).rsi).unwrap_or(0),
+            bpf_probe_read_kernel(&raw const (*regs).rdx).unwrap_or(0),
+            bpf_probe_read_kernel(&raw const (*regs).r10).unwrap_or(0),
+            bpf_probe_read_kernel(&raw const (*regs).r8).unwrap_or(0),
+            bpf_probe_read_kernel(&raw const (*regs).r9).unwrap_or(0),
+        ]
+    }
+}
+
+#[inline(always)]
+fn arg(args: &[u64; 6], index: u32) -> u64 {
+    match index {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        3 => args[3],
+        4 => args[4],
+        5 => args[5],
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn class_of(nr: u32) -> u32 {
+    GUARD_SYSCALL_CLASS.get(nr).copied().unwrap_or(Class::NONE)
+}
+
+/// The access a path call needs.
+#[inline(always)]
+fn access_of(class: u32, args: &[u64; 6]) -> u32 {
+    match Class::kind(class) {
+        Class::EXEC => FS_EXECUTE,
+        Class::WRITE => FS_WRITE,
+        Class::READ => FS_READ,
+        Class::OPEN => {
+            let flags_arg = Class::flags_arg(class);
+            if flags_arg == Class::NO_ARG {
+                // creat
+                return FS_WRITE;
+            }
+            let flags = arg(args, flags_arg);
+            let mode = flags & O_ACCMODE;
+            if mode == O_WRONLY || flags & (O_CREAT | O_TRUNC) != 0 {
+                if mode == O_RDWR { FS_READ | FS_WRITE } else { FS_WRITE }
+            } else if mode == O_RDWR {
+                FS_READ | FS_WRITE
+            } else {
+                FS_READ
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// Whether a conditional deny rule of `nr` holds for `args`: every check of one group.
+#[inline(always)]
+fn arg_rules_hold(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
+    let mut seen = 0u64;
+    let mut failed = 0u64;
+    let mut i = 0;
+    while i < GUARD_ARG_RULES {
+        let rule = &run.arg_rules[i];
+        if rule.nr == nr {
+            let group = 1u64 << (rule.group & 63);
+            seen |= group;
+            let mut value = arg(args, rule.arg as u32);
+            if rule.dword != 0 {
+                value &= 0xffff_ffff;
+            }
+            let masked = value & rule.mask;
+            let holds = match rule.op {
+                ARG_ANY_BITS => masked != 0,
+                ARG_EQUALS => masked == rule.value,
+                _ => masked != rule.value,
+            };
+            if !holds {
+                failed |= group;
+            }
+        }
+        i += 1;
+    }
+    seen & !failed != 0
+}
+
+/// Whether seccomp refuses (or in audit mode would refuse) this call.
+#[inline(always)]
+fn seccomp_denies(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
+    bitmap_has(&run.deny, nr) || (bitmap_has(&run.deny_if, nr) && arg_rules_hold(run, nr, args))
+}
+
+/// Adds to a `u32` of a live map value atomically. (The old value is not returned: a fetching
+/// add needs BPF CPU v3, and the object is built for the generic CPU.)
+#[inline(always)]
+fn add(ptr: *mut u32, n: u32) {
+    // SAFETY: the caller passes a pointer into a live map value; the add is atomic.
+    unsafe {
+        core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            ptr, n,
+        );
+    }
+}
+
+/// Sets bits of a `u32` of a live map value. Not atomic across CPUs: a lost bit is set again by
+/// the next event of the same kind.
+#[inline(always)]
+fn set_bits(ptr: *mut u32, bits: u32) {
+    // SAFETY: the caller passes a pointer into a live map value.
+    unsafe { *ptr |= bits };
+}
+
+/// Records a violation in the run's next slot; only counts it once the slots are used up.
+#[inline(always)]
+fn record(
+    ctx: &RawTracePointContext,
+    run: *mut GuardRun,
+    call: &Call,
+    kind: u32,
+    ret: i64,
+    access: u32,
+    net: Option<&GuardNetPending>,
+) {
+    // SAFETY: `run` points to the live map value of this run.
+    let seen = unsafe { (*run).violations };
+    // SAFETY: as above.
+    add(unsafe { &raw mut (*run).violations }, 1);
+    if seen >= GUARD_VIOLATION_SLOTS {
+        return;
+    }
+    let Some(v) = GUARD_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let args = args(call.regs);
+    // SAFETY: `v` is this CPU's scratch value, written here and copied into the map before the
+    // program ends; programs do not nest on one CPU for these tracepoints.
+    unsafe {
+        (*v).ktime_ns = bpf_ktime_get_ns();
+        (*v).pid = pid_tgid as u32;
+        (*v).tgid = (pid_tgid >> 32) as u32;
+        (*v).kind = kind;
+        (*v).nr = call.nr;
+        (*v).ret = ret;
+        (*v).args = args;
+        (*v).class = call.class;
+        (*v).access = access;
+        (*v).net = match net {
+            Some(net) => *net,
+            None => GuardNetPending::default(),
+        };
+        (*v).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*v).path_len = 0;
+        let path_arg = Class::path_arg(call.class);
+        if path_arg != Class::NO_ARG {
+            let ptr = arg(&args, path_arg) as *const u8;
+            let dst = &mut (*v).path;
+            if Class::kind(call.class) == Class::NET {
+                // A socket address: raw bytes, at most a `sockaddr_un`.
+                if bpf_probe_read_user_buf(ptr, &mut dst[..112]).is_ok() {
+                    (*v).path_len = 112;
+                }
+            } else if let Ok(s) = bpf_probe_read_user_str_bytes(ptr, &mut dst[..GUARD_PATH_LEN]) {
+                (*v).path_len = s.len() as u32 + 1;
+            }
+        }
+        let stack_size = (GUARD_STACK_FRAMES * 32) as u32;
+        let n = bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut (*v).stack).cast(),
+            stack_size,
+            (BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) as u64,
+        );
+        (*v).stack_bytes = if n > 0 { n as u32 } else { 0 };
+    }
+    // SAFETY: `v` is a live map value of the right type; passed by reference, it is far too
+    // large to copy onto the BPF stack.
+    let value: &profiler_common::GuardViolation = unsafe { &*v };
+    // The first free slot from `seen` on: concurrent threads of one run may read the same
+    // count, and an insert that must not replace settles who gets which slot.
+    let mut slot = seen;
+    while slot < GUARD_VIOLATION_SLOTS {
+        let key = GuardViolationKey {
+            cgroup_id: call.cgroup_id,
+            slot,
+            _pad: 0,
+        };
+        match GUARD_VIOLATIONS.insert(key, value, BPF_NOEXIST as u64) {
+            Ok(()) => return,
+            Err(e) if e == -EEXIST => slot += 1,
+            Err(_) => break,
+        }
+    }
+    if slot < GUARD_VIOLATION_SLOTS {
+        // SAFETY: as in the first line.
+        add(unsafe { &raw mut (*run).lost }, 1);
+    }
+}
+
+/// Checks an absolute path argument against the run's allowed trees (audit mode); `0` when the
+/// access is allowed or cannot be judged (relative paths resolve beneath the work directory).
+#[inline(always)]
+fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
+    let path_arg = Class::path_arg(call.class);
+    if path_arg == Class::NO_ARG {
+        return 0;
+    }
+    let needed = access_of(call.class, args);
+    if needed == 0 {
+        return 0;
+    }
+    let Some(key) = GUARD_FS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let ptr = arg(args, path_arg) as *const u8;
+    // SAFETY: `key` is this CPU's scratch value; the path is read from user memory by the
+    // helper into the key's byte array.
+    let len = unsafe {
+        (*key).data.cgroup_id = call.cgroup_id.to_ne_bytes();
+        let dst = &mut (*key).data.path;
+        match bpf_probe_read_user_str_bytes(ptr, &mut dst[..GUARD_FS_PATH_LEN]) {
+            Ok(s) => s.len(),
+            Err(_) => return 0,
+        }
+    };
+    // SAFETY: as above.
+    if len == 0 || unsafe { (*key).data.path[0] } != b'/' {
+        return 0;
+    }
+    // The NUL is part of the key: `/usr/lib\0` matches the directory's own entry.
+    let bits = FS_FIXED_BITS + 8 * (len as u32 + 1);
+    // SAFETY: as above.
+    unsafe { (*key).prefix_len = bits };
+    // SAFETY: the key is a live map value read by the lookup helper.
+    let allowed = GUARD_FS_ALLOW.get(unsafe { &*key }).copied().unwrap_or(0);
+    needed & !allowed
+}
+
+/// `sys_enter`: kill rules, and in audit mode what would have been refused.
+pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let cgroup_id = current_cgroup_id();
+    let Some(run) = GUARD_RUNS.get_ptr_mut(cgroup_id) else {
+        return Ok(());
+    };
+    let nr: i64 = ctx.arg(1);
+    if !(0..GUARD_SYSCALLS as i64).contains(&nr) {
+        return Ok(());
+    }
+    let nr = nr as u32;
+    let call = Call {
+        cgroup_id,
+        nr,
+        class: class_of(nr),
+        regs: ctx.arg(0),
+    };
+    // SAFETY: the live map value of this run; its configuration part is written only before
+    // the run starts.
+    let config = unsafe { &*run };
+    let audit = config.flags & RUN_AUDIT != 0;
+    if bitmap_has(&config.kill, nr) {
+        if audit {
+            record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
+        } else {
+            // SAFETY: a helper with an integer argument; it signals the current process.
+            unsafe { bpf_send_signal(SIGKILL) };
+            // SAFETY: as above.
+            set_bits(unsafe { &raw mut (*run).tripped }, TRIP_KILLED);
+            record(ctx, run, &call, VIOLATION_KILLED, 0, 0, None);
+        }
+        return Ok(());
+    }
+    if !audit {
+        return Ok(());
+    }
+    let args = args(call.regs);
+    if seccomp_denies(config, nr, &args) {
+        record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
+        return Ok(());
+    }
+    if config.flags & RUN_FS_CHECK != 0 {
+        let denied = fs_would_deny(&call, &args);
+        if denied != 0 {
+            record(ctx, run, &call, VIOLATION_AUDITED, 0, denied, None);
+        }
+    }
+    Ok(())
+}
+
+/// Counts a successful fork against the run's fork-rate limit; trips once over it.
+#[inline(always)]
+fn count_fork(ctx: &RawTracePointContext, run: *mut GuardRun, call: &Call, audit: bool) {
+    // SAFETY: the live map value of this run.
+    let (max, window) = unsafe { ((*run).fork_rate_max, (*run).fork_window_ns) };
+    if max == 0 {
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as above. Window resets race benignly: at worst a few forks are not counted.
+    let count = unsafe {
+        if now.saturating_sub((*run).fork_window_start_ns) > window {
+            (*run).fork_window_start_ns = now;
+            (*run).fork_count = 1;
+        } else {
+            add(&raw mut (*run).fork_count, 1);
+        }
+        (*run).fork_count
+    };
+    // SAFETY: as above.
+    if count <= max || unsafe { (*run).tripped } & TRIP_FORK_RATE != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    set_bits(unsafe { &raw mut (*run).tripped }, TRIP_FORK_RATE);
+    if !audit {
+        // SAFETY: a helper with an integer argument.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    record(ctx, run, call, VIOLATION_FORK_RATE, 0, 0, None);
+}
+
+/// `sys_exit`: refused calls, kills of seccomp-skipped calls, forks.
+pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let cgroup_id = current_cgroup_id();
+    let Some(run) = GUARD_RUNS.get_ptr_mut(cgroup_id) else {
+        return Ok(());
+    };
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: the tracepoint's pt_regs pointer, read through the helper.
+    let nr = unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) }.unwrap_or(u64::MAX);
+    if nr >= u64::from(GUARD_SYSCALLS) {
+        return Ok(());
+    }
+    let nr = nr as u32;
+    let ret: i64 = ctx.arg(1);
+    let call = Call {
+        cgroup_id,
+        nr,
+        class: class_of(nr),
+        regs,
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: plain data copied out at once; only this thread's hooks write its entry.
+    if let Some(pending) = unsafe { GUARD_NET_PENDING.get(tid) }.copied() {
+        let _ = GUARD_NET_PENDING.remove(tid);
+        if pending.cgroup_id == cgroup_id {
+            let kind = if pending.action == GUARD_ACTION_AUDITED {
+                VIOLATION_AUDITED
+            } else {
+                VIOLATION_DENIED
+            };
+            record(ctx, run, &call, kind, ret, 0, Some(&pending));
+            return Ok(());
+        }
+    }
+    // SAFETY: the live map value of this run; configuration is read-only while it runs.
+    let config = unsafe { &*run };
+    let audit = config.flags & RUN_AUDIT != 0;
+    let kind = Class::kind(call.class);
+    if kind == Class::FORK {
+        if ret > 0 {
+            count_fork(ctx, run, &call, audit);
+        } else if ret == -EAGAIN {
+            // SAFETY: as above.
+            set_bits(unsafe { &raw mut (*run).tripped }, TRIP_TASKS);
+            record(ctx, run, &call, VIOLATION_TASKS, ret, 0, None);
+            return Ok(());
+        }
+    }
+    if audit || !(-MAX_ERRNO..0).contains(&ret) {
+        return Ok(());
+    }
+    if bitmap_has(&config.kill, nr) {
+        // Seccomp refused the call before `sys_enter`: kill now, before it returns.
+        // SAFETY: a helper with an integer argument.
+        unsafe { bpf_send_signal(SIGKILL) };
+        // SAFETY: as above.
+        set_bits(unsafe { &raw mut (*run).tripped }, TRIP_KILLED);
+        record(ctx, run, &call, VIOLATION_KILLED, ret, 0, None);
+        return Ok(());
+    }
+    let args = args(regs);
+    if seccomp_denies(config, nr, &args) {
+        record(ctx, run, &call, VIOLATION_DENIED, ret, 0, None);
+        return Ok(());
+    }
+    let landlock = match kind {
+        Class::OPEN | Class::EXEC | Class::WRITE | Class::READ => ret == -EACCES,
+        Class::SIGNAL => ret == -EPERM,
+        Class::NET => ret == -EPERM || ret == -EACCES,
+        _ => false,
+    };
+    if landlock {
+        let access = access_of(call.class, &args);
+        record(ctx, run, &call, VIOLATION_DENIED, ret, access, None);
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `flamewarden sandbox run`: one submission under a policy in a fresh cgroup, with a verdict.
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::{
+    policy::Mode,
+    sandbox::{self, SandboxOptions, Status},
+};
+
+/// `sandbox` subcommands.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SandboxAction,
+}
+
+/// What `sandbox` does.
+#[derive(Debug, Subcommand)]
+pub enum SandboxAction {
+    /// Run COMMAND under a policy in a fresh cgroup and print its verdict (JSON) on stderr.
+    Run(RunArgs),
+}
+
+/// The mode given on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Deny what the policy forbids.
+    Enforce,
+    /// Deny nothing; report what would have been denied.
+    Audit,
+}
+
+/// `sandbox run` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    flamewarden sandbox run --policy policies/judge.toml --stdin in.txt --json verdict.json -- ./solution\n  \
+    flamewarden sandbox run --policy policies/judge.toml --mode audit -- ./solution\n  \
+    flamewarden sandbox run --policy policies/interpreted.toml --workdir /tmp/run1 -- /usr/bin/python3 sol.py\n\n\
+    Exit status: 0 when the verdict is ok, 1 for any other verdict, 2 when the run could not start.\n\
+    The verdict's fields are documented in docs/sandbox.md.")]
+pub struct RunArgs {
+    /// The sandbox policy (TOML, see docs/policy.md).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Override the policy's mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// The run's private writable directory (default: a fresh temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Standard input of the command.
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+    /// Standard output of the command (default: flamewarden's).
+    #[arg(long, value_name = "FILE")]
+    pub stdout: Option<PathBuf>,
+    /// Standard error of the command (default: flamewarden's).
+    #[arg(long, value_name = "FILE")]
+    pub stderr: Option<PathBuf>,
+    /// Also write the verdict to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Runs `sandbox`.
+pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        SandboxAction::Run(args) => run_one(args),
+    }
+}
+
+fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let stop = super::stop_flag().context("cannot install the signal handlers")?;
+    let opts = SandboxOptions {
+        policy: args.policy,
+        mode: args.mode.map(|m| match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        }),
+        workdir: args.workdir,
+        stdin: args.stdin,
+        stdout: args.stdout,
+        stderr: args.stderr,
+        command: args.command,
+    };
+    let verdict = sandbox::run(&opts, &stop)?;
+    let text = serde_json::to_string_pretty(&verdict).context("cannot encode the verdict")?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!("{text}");
+    Ok(if verdict.status == Status::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

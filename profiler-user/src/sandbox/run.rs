@@ -1,0 +1,521 @@
+//! One sandbox run from policy to verdict (see docs/sandbox.md).
+
+use std::{
+    ffi::{CString, OsString},
+    fs::File,
+    io::{self, Write as _},
+    os::{
+        fd::{AsRawFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use profiler_common::{GuardRun, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
+
+use super::{
+    cgroup::{CgroupLimits, RunCgroup, sandboxes_parent_v2_dir},
+    child::{Child, ChildSetup},
+    stack::{StackSymbolizer, command_files},
+    verdict::{self, LimitsHit, Status, Verdict, Violation},
+};
+use crate::{
+    guard::{
+        PreparedCommand, PreparedLayers,
+        attach::network_entries,
+        resolve_command,
+        run_entry::{fs_allow_entries, run_entry, seccomp_for_run},
+    },
+    launch::{ExitStatus, wait},
+    policy::{self, CompiledPolicy, Mode},
+    probes::{
+        guard::{GuardMaps, attach},
+        guard_runs::RunMaps,
+    },
+};
+
+/// What to run and how.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxOptions {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Overrides the policy's mode.
+    pub mode: Option<Mode>,
+    /// The run's work directory; a fresh temporary one when `None`.
+    pub workdir: Option<PathBuf>,
+    /// Standard input, output and error files.
+    pub stdin: Option<PathBuf>,
+    /// See `stdin`.
+    pub stdout: Option<PathBuf>,
+    /// See `stdin`.
+    pub stderr: Option<PathBuf>,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// How often the supervisor looks at CPU time and the kernel's trip flags while it waits.
+const POLL: Duration = Duration::from_millis(10);
+const SIGXCPU: i32 = 24;
+const SIGXFSZ: i32 = 25;
+
+/// A run that could not start: flamewarden's error, not the command's.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The policy could not be loaded or applied.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The guard layers could not be prepared.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
+    /// The guard's kernel programs could not be attached or their maps updated.
+    #[error(transparent)]
+    Attach(#[from] crate::probes::guard::GuardAttachError),
+    /// The run's cgroups could not be created.
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroup::CgroupError),
+    /// A file or the child could not be set up.
+    #[error("{what}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The command could not be started in the sandbox.
+    #[error("cannot start the command: {0}")]
+    Child(#[from] super::child::ChildError),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Io { what, source }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Everything of a prepared run that must outlive the child.
+struct Prepared {
+    policy: CompiledPolicy,
+    mode: Mode,
+    program: PathBuf,
+    layers: PreparedLayers,
+    command: PreparedCommand,
+    workdir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+fn prepare(opts: &SandboxOptions) -> Result<Prepared, SandboxError> {
+    let mut policy = policy::load(&opts.policy)?;
+    let mode = opts.mode.unwrap_or(policy.mode);
+    policy.mode = mode;
+    let (workdir, tempdir) = match &opts.workdir {
+        Some(dir) => (
+            std::fs::canonicalize(dir)
+                .map_err(io_error(format!("work directory {}", dir.display())))?,
+            None,
+        ),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("flamewarden-run-")
+                .tempdir()
+                .map_err(io_error("cannot create a work directory"))?;
+            (dir.path().to_path_buf(), Some(dir))
+        }
+    };
+    let program = resolve_command(&opts.command[0])?;
+    // Memory is the cgroup's to limit (an OOM kill is a clear `memory_limit`; a failed malloc
+    // under RLIMIT_DATA is not); `kill` rules are the tracepoint's.
+    let mut layered = seccomp_for_run(&policy);
+    layered.limits.memory_bytes = None;
+    let layers = PreparedLayers::prepare(&layered, &workdir, &program)?;
+    let command = PreparedCommand::new(&program, &opts.command)?;
+    Ok(Prepared {
+        policy,
+        mode,
+        program,
+        layers,
+        command,
+        workdir: workdir.clone(),
+        _tempdir: tempdir,
+    })
+}
+
+/// The run's entries in the guard's maps; removed on drop.
+struct Registered {
+    dir: PathBuf,
+    id: u64,
+    run: GuardRun,
+    fs: Vec<(u32, profiler_common::GuardFsKey, u32)>,
+    maps: RunMaps,
+}
+
+impl Registered {
+    fn new(prepared: &Prepared, id: u64) -> Result<Self, SandboxError> {
+        let parent = sandboxes_parent_v2_dir()?;
+        let (_, dir, _) = attach(&parent)?;
+        let entries = network_entries(&prepared.policy.network, prepared.mode, id);
+        GuardMaps::open(&dir)?.set_policy(id, entries.policy, &entries.allow)?;
+        let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
+        let fs = if prepared.mode == Mode::Audit {
+            let paths = prepared
+                .policy
+                .resolve_paths(&prepared.workdir, &prepared.program)?;
+            fs_allow_entries(id, &paths)
+        } else {
+            Vec::new()
+        };
+        let mut maps = RunMaps::open(&dir)?;
+        maps.insert(id, &run, &fs)?;
+        Ok(Self {
+            dir,
+            id,
+            run,
+            fs,
+            maps,
+        })
+    }
+}
+
+impl Registered {
+    /// Sets the run's start time to now.
+    fn restart(&mut self) -> Result<(), SandboxError> {
+        self.run.start_ns = monotonic_ns();
+        self.maps.insert(self.id, &self.run, &[])?;
+        Ok(())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.maps.remove(self.id, &self.fs);
+        if let Ok(mut maps) = GuardMaps::open(&self.dir) {
+            let _ = maps.remove_policy(self.id);
+        }
+    }
+}
+
+fn open_file(path: &Path, write: bool) -> Result<File, SandboxError> {
+    let result = if write {
+        File::create(path)
+    } else {
+        File::open(path)
+    };
+    result.map_err(io_error(path.display().to_string()))
+}
+
+/// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early.
+pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, SandboxError> {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let prepared = prepare(opts)?;
+    let limits = prepared.policy.limits;
+    let cgroup = RunCgroup::create(
+        &format!(
+            "run-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ),
+        &CgroupLimits {
+            tasks: limits.tasks.map(u64::from),
+            memory_bytes: limits.memory_bytes,
+        },
+    )?;
+    let mut registered = Registered::new(&prepared, cgroup.id())?;
+
+    let stdin = opts
+        .stdin
+        .as_deref()
+        .map(|p| open_file(p, false))
+        .transpose()?;
+    let stderr = opts
+        .stderr
+        .as_deref()
+        .map(|p| open_file(p, true))
+        .transpose()?;
+    let mut sink: Box<dyn io::Write> = match &opts.stdout {
+        Some(path) => Box::new(open_file(path, true)?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_error("pipe2")(io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (out_read, out_write) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let workdir = CString::new(prepared.workdir.as_os_str().as_bytes())
+        .map_err(|_| io_error("work directory")(io::ErrorKind::InvalidInput.into()))?;
+    let setup = ChildSetup {
+        command: &prepared.command,
+        layers: &prepared.layers,
+        workdir,
+        stdio: [
+            stdin.as_ref().map(AsRawFd::as_raw_fd),
+            Some(out_write.as_raw_fd()),
+            stderr.as_ref().map(AsRawFd::as_raw_fd),
+        ],
+    };
+    let mut child = Child::spawn(&setup).map_err(io_error("fork"))?;
+    if let Err(e) = cgroup.add_process(child.pid) {
+        let pid = child.pid;
+        drop(child);
+        let _ = wait(pid, true);
+        return Err(e.into());
+    }
+    // Times in the verdict count from here.
+    registered.restart()?;
+    let started = Instant::now();
+    child.release()?;
+    drop(out_write);
+    drop(stdin);
+    drop(stderr);
+
+    let supervised = supervise(
+        &child,
+        &cgroup,
+        &registered,
+        out_read,
+        &mut *sink,
+        &limits,
+        stop,
+        started,
+    );
+    let wall = started.elapsed();
+    let _ = sink.flush();
+    // Whatever is left (background processes, a fork bomb's children) ends with the run.
+    cgroup.kill_all();
+    let usage = cgroup.usage();
+    let state = registered
+        .maps
+        .state(registered.id)
+        .unwrap_or(registered.run);
+    let recorded = registered.maps.violations(registered.id);
+    let violations = if recorded.is_empty() {
+        Vec::new()
+    } else {
+        let symbolizer = StackSymbolizer::new(&command_files(&prepared.program));
+        recorded
+            .iter()
+            .filter_map(|v| {
+                let frames = (v.stack_bytes as usize / 32).min(v.stack.len());
+                let stack = symbolizer.symbolize(&v.stack[..frames]);
+                verdict::decode(v, &registered.run, &prepared.policy, stack)
+            })
+            .collect()
+    };
+    drop(registered);
+    let cleanup = cgroup.remove();
+
+    let (exit, ended) = match supervised {
+        Ok(outcome) => (outcome.exit, outcome),
+        Err(e) => {
+            return Ok(internal_error(&prepared, &opts.policy, e.to_string()));
+        }
+    };
+    let cpu_ns = usage.cpu_time_ns.unwrap_or(0);
+    let (exit_code, signal) = match exit {
+        ExitStatus::Code(code) => (Some(code), None),
+        ExitStatus::Signal(signal) => (None, Some(signal)),
+    };
+    let cpu_limit_ns = limits.cpu_time.map(|d| d.as_nanos() as u64);
+    let hit = LimitsHit {
+        fork_bomb: state.tripped & (TRIP_FORK_RATE | TRIP_TASKS) != 0 || usage.task_limit_hits > 0,
+        memory: usage.oom_kills > 0,
+        cpu_time: ended.cpu_time
+            || signal == Some(SIGXCPU)
+            || cpu_limit_ns.is_some_and(|l| cpu_ns >= l),
+        wall_time: ended.wall_time,
+        output: ended.output || signal == Some(SIGXFSZ),
+    };
+    let enforced = prepared.mode == Mode::Enforce
+        && (state.tripped & TRIP_KILLED != 0
+            || violations
+                .iter()
+                .any(|v: &Violation| !v.rule.starts_with("limits.")));
+    let interrupted = ended.interrupted;
+    let mut message = interrupted
+        .then(|| "interrupted: the run was stopped by a signal to flamewarden".to_owned());
+    if let Err(e) = cleanup {
+        message = Some(format!("cleanup: {e}"));
+    }
+    Ok(Verdict {
+        status: verdict::status(interrupted, hit, enforced, exit_code, signal),
+        exit_code,
+        signal,
+        cpu_time_ms: cpu_ns as f64 / 1e6,
+        wall_time_ms: wall.as_secs_f64() * 1e3,
+        peak_memory_bytes: usage.peak_memory_bytes.unwrap_or(0),
+        output_bytes: ended.output_bytes,
+        mode: mode_name(prepared.mode),
+        policy: opts.policy.display().to_string(),
+        violations_total: u64::from(state.violations),
+        violations_lost: u64::from(state.lost)
+            + u64::from(state.violations)
+                .saturating_sub(u64::from(profiler_common::GUARD_VIOLATION_SLOTS)),
+        violations,
+        message,
+    })
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::Audit => "audit",
+    }
+}
+
+fn internal_error(prepared: &Prepared, policy: &Path, message: String) -> Verdict {
+    Verdict {
+        status: Status::InternalError,
+        exit_code: None,
+        signal: None,
+        cpu_time_ms: 0.0,
+        wall_time_ms: 0.0,
+        peak_memory_bytes: 0,
+        output_bytes: 0,
+        mode: mode_name(prepared.mode),
+        policy: policy.display().to_string(),
+        violations: Vec::new(),
+        violations_total: 0,
+        violations_lost: 0,
+        message: Some(message),
+    }
+}
+
+/// How the wait ended.
+struct Outcome {
+    exit: ExitStatus,
+    output_bytes: u64,
+    output: bool,
+    wall_time: bool,
+    cpu_time: bool,
+    interrupted: bool,
+}
+
+/// Copies the command's output (counting it), watches the limits and the kernel's trip flags,
+/// and waits for the command; on any limit, trip or `stop` the whole cgroup is killed.
+#[expect(clippy::too_many_arguments, reason = "the parts of one run, borrowed")]
+fn supervise(
+    child: &Child,
+    cgroup: &RunCgroup,
+    registered: &Registered,
+    out: OwnedFd,
+    sink: &mut dyn io::Write,
+    limits: &policy::Limits,
+    stop: &Arc<AtomicBool>,
+    started: Instant,
+) -> io::Result<Outcome> {
+    let mut outcome = Outcome {
+        exit: ExitStatus::Code(0),
+        output_bytes: 0,
+        output: false,
+        wall_time: false,
+        cpu_time: false,
+        interrupted: false,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out_open = true;
+    let mut killed = false;
+    let mut exited: Option<ExitStatus> = None;
+    let cpu_limit_ns = limits.cpu_time.map(|d| d.as_nanos() as u64);
+    loop {
+        if out_open {
+            let mut pfd = libc::pollfd {
+                fd: out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let timeout = if exited.is_some() {
+                0
+            } else {
+                POLL.as_millis() as i32
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if n > 0 {
+                // SAFETY: reading into a valid buffer of its length.
+                let got =
+                    unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if got > 0 {
+                    let got = got as usize;
+                    let allowed = limits.output_bytes.map_or(got as u64, |max| {
+                        max.saturating_sub(outcome.output_bytes).min(got as u64)
+                    });
+                    sink.write_all(&buf[..allowed as usize])?;
+                    outcome.output_bytes += got as u64;
+                    if limits
+                        .output_bytes
+                        .is_some_and(|max| outcome.output_bytes > max)
+                    {
+                        outcome.output = true;
+                    }
+                } else if got == 0 {
+                    out_open = false;
+                }
+            } else if exited.is_some() && n == 0 && killed {
+                // Killed and drained: nothing more will come from the dead.
+                out_open = false;
+            }
+        } else if exited.is_none() {
+            std::thread::sleep(POLL);
+        }
+        if exited.is_none() {
+            exited = wait(child.pid, false)?;
+        }
+        if exited.is_some() && !out_open {
+            break;
+        }
+        if exited.is_some() && !killed {
+            // The command is done; what it left running goes with it, and so does the pipe.
+            cgroup.kill_all();
+            killed = true;
+            continue;
+        }
+        if killed {
+            continue;
+        }
+        let mut end = false;
+        if outcome.output {
+            end = true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            outcome.interrupted = true;
+            end = true;
+        }
+        if limits.wall_time.is_some_and(|w| started.elapsed() >= w) {
+            outcome.wall_time = true;
+            end = true;
+        }
+        if let Some(limit) = cpu_limit_ns
+            && cgroup.usage().cpu_time_ns.is_some_and(|used| used >= limit)
+        {
+            outcome.cpu_time = true;
+            end = true;
+        }
+        if let Some(state) = registered.maps.state(registered.id)
+            && state.tripped & (TRIP_FORK_RATE | TRIP_KILLED | TRIP_TASKS) != 0
+        {
+            end = true;
+        }
+        if end {
+            cgroup.kill_all();
+            killed = true;
+        }
+    }
+    outcome.exit = exited.unwrap_or(ExitStatus::Signal(9));
+    Ok(outcome)
+}
