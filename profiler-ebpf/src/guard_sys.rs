@@ -426,9 +426,14 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         if ret > 0 {
             count_fork(ctx, run, &call, audit);
         } else if ret == -EAGAIN {
-            // SAFETY: as above.
-            set_bits(unsafe { &raw mut (*run).tripped }, TRIP_TASKS);
-            record(ctx, run, &call, VIOLATION_TASKS, ret, 0, None);
+            // The first refused fork is recorded; a fork bomb's thousands more are not news.
+            // SAFETY: the live map value of this run; a volatile read sees other CPUs' writes.
+            let tripped = unsafe { core::ptr::read_volatile(&raw const (*run).tripped) };
+            if tripped & TRIP_TASKS == 0 {
+                // SAFETY: as above.
+                set_bits(unsafe { &raw mut (*run).tripped }, TRIP_TASKS);
+                record(ctx, run, &call, VIOLATION_TASKS, ret, 0, None);
+            }
             return Ok(());
         }
     }

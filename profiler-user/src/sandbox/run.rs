@@ -346,6 +346,8 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
             || violations
                 .iter()
                 .any(|v: &Violation| !v.rule.starts_with("limits.")));
+    let mut violations = violations;
+    violations.extend(hit.violations(wall.as_secs_f64() * 1e3));
     let interrupted = ended.interrupted;
     let mut message = interrupted
         .then(|| "interrupted: the run was stopped by a signal to flamewarden".to_owned());
@@ -432,66 +434,78 @@ fn supervise(
     let mut killed = false;
     let mut exited: Option<ExitStatus> = None;
     let cpu_limit_ns = limits.cpu_time.map(|d| d.as_nanos() as u64);
+    // The child's pidfd turns readable when it exits: one poll waits for output, exit and the
+    // next check, whichever comes first.
+    // SAFETY: pidfd_open with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid as libc::pid_t, 0) };
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: a new fd owned by nobody else.
+        Some(unsafe { OwnedFd::from_raw_fd(pidfd as i32) })
+    } else {
+        None
+    };
     loop {
-        if out_open {
-            let mut pfd = libc::pollfd {
-                fd: out.as_raw_fd(),
+        let mut fds = [
+            libc::pollfd {
+                fd: if out_open { out.as_raw_fd() } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
-            };
-            let timeout = if exited.is_some() {
-                0
-            } else {
-                POLL.as_millis() as i32
-            };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
-            if n > 0 {
-                // SAFETY: reading into a valid buffer of its length.
-                let got =
-                    unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if got > 0 {
-                    let got = got as usize;
-                    let allowed = limits.output_bytes.map_or(got as u64, |max| {
-                        max.saturating_sub(outcome.output_bytes).min(got as u64)
-                    });
-                    sink.write_all(&buf[..allowed as usize])?;
-                    outcome.output_bytes += got as u64;
-                    if limits
-                        .output_bytes
-                        .is_some_and(|max| outcome.output_bytes > max)
-                    {
-                        outcome.output = true;
-                    }
-                } else if got == 0 {
-                    out_open = false;
+            },
+            libc::pollfd {
+                fd: match (&pidfd, exited) {
+                    (Some(fd), None) => fd.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = if exited.is_some() && killed && !out_open {
+            0
+        } else {
+            POLL.as_millis() as i32
+        };
+        // SAFETY: two valid pollfds; negative fds are ignored.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n > 0 && fds[0].revents != 0 {
+            // SAFETY: reading into a valid buffer of its length.
+            let got = unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got > 0 {
+                let got = got as usize;
+                let allowed = limits.output_bytes.map_or(got as u64, |max| {
+                    max.saturating_sub(outcome.output_bytes).min(got as u64)
+                });
+                sink.write_all(&buf[..allowed as usize])?;
+                outcome.output_bytes += got as u64;
+                if limits
+                    .output_bytes
+                    .is_some_and(|max| outcome.output_bytes > max)
+                {
+                    outcome.output = true;
                 }
-            } else if exited.is_some() && n == 0 && killed {
-                // Killed and drained: nothing more will come from the dead.
+            } else if got == 0 {
                 out_open = false;
             }
-        } else if exited.is_none() {
-            std::thread::sleep(POLL);
         }
         if exited.is_none() {
             exited = wait(child.pid, false)?;
         }
-        if exited.is_some() && !out_open {
-            break;
-        }
-        if exited.is_some() && !killed {
-            // The command is done; what it left running goes with it, and so does the pipe.
-            cgroup.kill_all();
-            killed = true;
+        if exited.is_some() {
+            if !killed {
+                // The command is done; what it left running goes with it, and so does the
+                // pipe's last writer.
+                cgroup.kill_all();
+                killed = true;
+            }
+            if !out_open || n == 0 {
+                break;
+            }
             continue;
         }
         if killed {
             continue;
         }
-        let mut end = false;
-        if outcome.output {
-            end = true;
-        }
+        let mut end = outcome.output;
         if stop.load(Ordering::Relaxed) {
             outcome.interrupted = true;
             end = true;

@@ -46,8 +46,8 @@ pub struct Violation {
     pub rule: String,
     /// `denied`, `killed` or `audited`.
     pub action: &'static str,
-    /// The syscall, by name.
-    pub syscall: String,
+    /// The syscall, by name; `null` for a limit.
+    pub syscall: Option<String>,
     /// The offending path, address, pid or flags, as the kernel read them.
     pub argument: Option<String>,
     /// The errno the call got.
@@ -105,6 +105,31 @@ pub struct LimitsHit {
     pub wall_time: bool,
     /// Output limit reached.
     pub output: bool,
+}
+
+impl LimitsHit {
+    /// A violation per limit that ended the run (fork bombs have their own, from the kernel).
+    pub fn violations(&self, time_ms: f64) -> Vec<Violation> {
+        [
+            (self.memory, "limits.memory"),
+            (self.cpu_time, "limits.cpu_time"),
+            (self.wall_time, "limits.wall_time"),
+            (self.output, "limits.output"),
+        ]
+        .into_iter()
+        .filter(|(hit, _)| *hit)
+        .map(|(_, rule)| Violation {
+            rule: rule.to_owned(),
+            action: "killed",
+            syscall: None,
+            argument: None,
+            errno: None,
+            pid: 0,
+            time_ms,
+            stack: Vec::new(),
+        })
+        .collect()
+    }
 }
 
 /// The status of a run: the first that applies.
@@ -231,7 +256,7 @@ pub fn decode(
     Some(Violation {
         rule,
         action,
-        syscall: syscall_name(v.nr).into_owned(),
+        syscall: Some(syscall_name(v.nr).into_owned()),
         argument,
         errno,
         pid: v.pid,
@@ -364,7 +389,7 @@ mod tests {
         assert_eq!(decoded.rule, "filesystem.read");
         assert_eq!(decoded.argument.as_deref(), Some("/etc/shadow"));
         assert_eq!(decoded.errno.as_deref(), Some("EACCES"));
-        assert_eq!(decoded.syscall, "openat");
+        assert_eq!(decoded.syscall.as_deref(), Some("openat"));
         assert_eq!(decoded.action, "denied");
         assert!((decoded.time_ms - 2.0).abs() < 1e-9);
     }
@@ -380,7 +405,7 @@ mod tests {
         .unwrap();
         let decoded = decode(&violation(101, -1), &run, &policy, Vec::new()).unwrap();
         assert_eq!(decoded.rule, "syscalls.deny");
-        assert_eq!(decoded.syscall, "ptrace");
+        assert_eq!(decoded.syscall.as_deref(), Some("ptrace"));
         let mut socket = violation(41, -13);
         socket.args[0] = 2;
         socket.args[1] = 3;

@@ -2,6 +2,7 @@
 //! a table and writes `target/bench/<name>.json`.
 
 mod ci;
+mod guard;
 mod process;
 mod record;
 mod stats;
@@ -58,7 +59,7 @@ const BENCHMARKS: [Benchmark; 6] = [
     Benchmark {
         name: "guard",
         measures: "sandbox guard overhead",
-        run: None,
+        run: Some(guard::run),
     },
     Benchmark {
         name: "net",
