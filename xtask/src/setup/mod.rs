@@ -59,6 +59,7 @@ pub fn run(scope: Scope) -> anyhow::Result<()> {
         for mount in &mounts::MOUNTS {
             step(mount.name, mounts::ensure(mount, root))?;
         }
+        step("cgroup2", mounts::favordynmods(root))?;
         step("packages", packages::ensure(root))?;
     }
     if !needs_root.is_empty() {
