@@ -14,6 +14,20 @@ pub const MAP_GUARD_ALLOW: &str = "GUARD_ALLOW";
 /// Name of the ring buffer of [`GuardEvent`]s.
 pub const MAP_GUARD_EVENTS: &str = "GUARD_EVENTS";
 
+/// Name of the per-CPU array of guard counters, indexed by [`GuardStat`].
+pub const MAP_GUARD_STATS: &str = "GUARD_STATS";
+
+/// Counters of [`MAP_GUARD_STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardStat {
+    /// Violation events dropped because [`MAP_GUARD_EVENTS`] was full.
+    EventsLost = 0,
+}
+
+/// Entries of [`MAP_GUARD_STATS`].
+pub const GUARD_STATS_LEN: u32 = 1;
+
 /// Capacity of [`MAP_GUARD_POLICIES`]: sandboxes with a policy at the same time.
 pub const MAX_GUARD_POLICIES: u32 = 16 * 1024;
 /// Capacity of [`MAP_GUARD_ALLOW`]: allowed destinations over all policies.

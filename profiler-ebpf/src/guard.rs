@@ -15,11 +15,12 @@ use aya_ebpf::{
 use profiler_common::{
     GUARD_ACTION_AUDITED, GUARD_ACTION_DENIED, GUARD_ALLOW_FIXED_BITS, GUARD_RULE_DENY_ALL,
     GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET, GUARD_RULE_RAW_SOCKET, GuardAllowKey,
-    GuardEvent, GuardHook, GuardNetPending, MAX_CGROUP_LEVEL, NET_ALLOW_LIST, NET_AUDIT, NET_DENY_ALL, NET_DENY_RAW,
+    GuardEvent, GuardHook, GuardNetPending, GuardStat, MAX_CGROUP_LEVEL, NET_ALLOW_LIST, NET_AUDIT,
+    NET_DENY_ALL, NET_DENY_RAW,
 };
 
 use crate::{
-    guard_maps::{GUARD_NET_PENDING, GUARD_RUNS},
+    guard_maps::{GUARD_NET_PENDING, GUARD_RUNS, GUARD_STATS},
     maps::{GUARD_ALLOW, GUARD_EVENTS, GUARD_POLICIES},
     targets::current_cgroup_id,
 };
@@ -252,6 +253,9 @@ fn report(
         };
         entry.write(event);
         entry.submit(0);
+    } else if let Some(lost) = GUARD_STATS.get_ptr_mut(GuardStat::EventsLost as u32) {
+        // SAFETY: a per-CPU value; only this CPU writes it.
+        unsafe { *lost += 1 };
     }
     if audit { ALLOW } else { DENY }
 }

@@ -33,6 +33,11 @@ pub static GUARD_FS_ALLOW: LpmTrie<GuardFsKey, u32> =
 pub static GUARD_NET_PENDING: LruHashMap<u32, GuardNetPending> =
     LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
+/// Guard counters, indexed by `GuardStat`.
+#[map(name = "GUARD_STATS")]
+pub static GUARD_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(profiler_common::GUARD_STATS_LEN, 0);
+
 /// The violation being recorded, per CPU (too large for the BPF stack).
 #[map(name = "GUARD_SCRATCH")]
 pub static GUARD_SCRATCH: PerCpuArray<GuardViolation> = PerCpuArray::with_max_entries(1, 0);

@@ -36,6 +36,20 @@ pub enum GuardAction {
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
     },
+    /// Print the violations the attachment on a cgroup reports, one JSON object per line,
+    /// until Ctrl-C or `--duration`; then the count of events the kernel dropped, on stderr.
+    #[command(
+        after_help = "Example:\n  flamewarden guard watch --cgroup /sys/fs/cgroup/unified/judge -d 60\n\n\
+        Run one watcher per attachment: the kernel's event buffer has a single reader."
+    )]
+    Watch {
+        /// The cgroup v2 directory the guard is attached to.
+        #[arg(long, value_name = "PATH")]
+        cgroup: PathBuf,
+        /// Stop after SECS.
+        #[arg(short, long, value_name = "SECS")]
+        duration: Option<f64>,
+    },
     /// Detach the network programs from a cgroup and remove their pins.
     Detach {
         /// The cgroup v2 directory.
@@ -52,6 +66,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             let report = attach::attach(&cgroup, &compiled)?;
             print_attach(&cgroup, &policy, &report);
         }
+        GuardAction::Watch { cgroup, duration } => watch(&cgroup, duration)?,
         GuardAction::Detach { cgroup } => {
             let (id, attached) = attach::detach(&cgroup)?;
             if attached {
@@ -65,6 +80,35 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn watch(cgroup: &std::path::Path, duration: Option<f64>) -> anyhow::Result<()> {
+    use std::{io::Write as _, sync::atomic::Ordering, time::Duration, time::Instant};
+
+    let id = crate::probes::guard::cgroup_id(cgroup)?;
+    let dir = crate::probes::guard::pin_dir(id);
+    anyhow::ensure!(
+        crate::probes::guard::is_attached(&dir),
+        "nothing attached to {} (cgroup id {id}): run `flamewarden guard attach` first",
+        cgroup.display()
+    );
+    let mut reader = crate::collect::guard::GuardEventReader::open(&dir)?;
+    let lost_before = reader.lost();
+    let stop = super::stop_flag()?;
+    let started = Instant::now();
+    let limit = duration.map(Duration::from_secs_f64);
+    let mut out = std::io::stdout().lock();
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
+        for violation in reader.poll(Duration::from_millis(100)) {
+            writeln!(out, "{}", serde_json::to_string(&violation)?)?;
+        }
+        out.flush()?;
+    }
+    eprintln!(
+        "events lost (ring buffer full) while watching: {}",
+        reader.lost().saturating_sub(lost_before)
+    );
+    Ok(())
 }
 
 fn print_attach(cgroup: &std::path::Path, policy: &std::path::Path, report: &AttachReport) {

@@ -22,8 +22,8 @@ use aya::{
 };
 use profiler_common::{
     GuardAllowKey, GuardPolicy, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS, MAP_GUARD_FS_ALLOW,
-    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUNS, MAP_GUARD_SYSCALL_CLASS,
-    MAP_GUARD_VIOLATIONS,
+    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUNS, MAP_GUARD_STATS,
+    MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
 };
 
 use super::{MapSizes, ProbeError, system};
@@ -54,7 +54,7 @@ pub const GUARD_TRACEPOINTS: [(&str, &str); 2] = [
 ];
 
 /// The guard's maps, pinned beside the programs.
-pub const GUARD_MAPS: [&str; 8] = [
+pub const GUARD_MAPS: [&str; 9] = [
     MAP_GUARD_POLICIES,
     MAP_GUARD_ALLOW,
     MAP_GUARD_EVENTS,
@@ -63,6 +63,7 @@ pub const GUARD_MAPS: [&str; 8] = [
     MAP_GUARD_SYSCALL_CLASS,
     MAP_GUARD_FS_ALLOW,
     MAP_GUARD_NET_PENDING,
+    MAP_GUARD_STATS,
 ];
 
 /// Why the guard's programs could not be attached, adopted or detached.
@@ -146,7 +147,7 @@ fn prog_pin(dir: &Path, program: &str) -> PathBuf {
     dir.join(format!("prog_{program}"))
 }
 
-pub(super) fn map_pin(dir: &Path, map: &str) -> PathBuf {
+pub fn map_pin(dir: &Path, map: &str) -> PathBuf {
     dir.join(format!("map_{map}"))
 }
 
@@ -225,7 +226,7 @@ fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), Guar
         program.load().map_err(prog_err)?;
         let link_id = program.attach(tracepoint).map_err(prog_err)?;
         let link = program.take_link(link_id).map_err(prog_err)?;
-        let fd_link: FdLink = link.try_into().map_err(|e| link_err(Box::new(e)))?;
+        let fd_link = FdLink::from(link);
         fd_link
             .pin(link_pin(dir, name))
             .map_err(|e| link_err(Box::new(e)))?;
