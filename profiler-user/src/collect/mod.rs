@@ -1,5 +1,6 @@
 //! The only code that reads BPF maps, ring buffers and perf buffers; yields typed data.
 
+pub mod guard;
 pub mod mappings;
 pub mod offcpu;
 pub mod samples;
