@@ -176,6 +176,19 @@ impl RunMaps {
             let _ = self.fs_allow.remove(&Key::new(*bits, *key));
         }
     }
+
+    /// Removes everything of run `id` without knowing its path entries (a run left behind by
+    /// a flamewarden that died): the path trie is searched for its keys.
+    pub fn remove_all(&mut self, id: u64) {
+        let entries: Vec<(u32, GuardFsKey, u32)> = self
+            .fs_allow
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.data().cgroup_id == id.to_ne_bytes())
+            .map(|key| (key.prefix_len(), key.data(), 0))
+            .collect();
+        self.remove(id, &entries);
+    }
 }
 
 /// The LPM entries for an allowed path: the path itself (with its NUL) and, for a directory,

@@ -256,6 +256,43 @@ impl RunCgroup {
         Ok(run)
     }
 
+    /// Takes over the existing run `name` (left behind by a flamewarden that died), so that it
+    /// can be killed and removed; `None` when it has no v2 directory.
+    pub fn adopt(name: &str) -> Result<Option<RunCgroup>, CgroupError> {
+        let layout = layout()?;
+        let v2 = layout.v2_parent.join(name);
+        let Ok(meta) = fs::metadata(&v2) else {
+            return Ok(None);
+        };
+        let mut dirs = vec![v2];
+        dirs.extend(
+            layout
+                .v1_parents
+                .iter()
+                .map(|parent| parent.join(name))
+                .filter(|dir| dir.is_dir()),
+        );
+        Ok(Some(RunCgroup {
+            layout,
+            dirs,
+            id: meta.ino(),
+        }))
+    }
+
+    /// The names of the runs beneath the parent, live or left over.
+    pub fn run_names() -> Result<Vec<String>, CgroupError> {
+        let layout = layout()?;
+        let entries = fs::read_dir(&layout.v2_parent).map_err(|source| CgroupError::Read {
+            path: layout.v2_parent.clone(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
+    }
+
     /// The run's cgroup v2 directory.
     pub fn v2_path(&self) -> &Path {
         &self.dirs[0]

@@ -167,6 +167,7 @@ impl Registered {
     fn new(prepared: &Prepared, id: u64) -> Result<Self, SandboxError> {
         let parent = sandboxes_parent_v2_dir()?;
         let (_, dir, _) = attach(&parent)?;
+        reap_stale(&dir);
         let entries = network_entries(&prepared.policy.network, prepared.mode, id);
         GuardMaps::open(&dir)?.set_policy(id, entries.policy, &entries.allow)?;
         let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
@@ -187,6 +188,39 @@ impl Registered {
             fs,
             maps,
         })
+    }
+}
+
+/// Kills and removes the runs of a flamewarden that died (SIGKILL, a crash) with their map
+/// entries: a run's name carries the pid of the flamewarden that made it.
+fn reap_stale(dir: &Path) {
+    let Ok(names) = RunCgroup::run_names() else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix("run-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(Some(run)) = RunCgroup::adopt(&name) {
+            tracing::info!(run = %name, "removing a run whose flamewarden is gone");
+            let id = run.id();
+            if let Ok(mut maps) = RunMaps::open(dir) {
+                maps.remove_all(id);
+            }
+            if let Ok(mut maps) = GuardMaps::open(dir) {
+                let _ = maps.remove_policy(id);
+            }
+            if let Err(e) = run.remove() {
+                tracing::warn!(run = %name, error = %e, "cannot remove a stale run");
+            }
+        }
     }
 }
 
