@@ -23,6 +23,16 @@ pub struct SandboxArgs {
 pub enum SandboxAction {
     /// Run COMMAND under a policy in a fresh cgroup and print its verdict (JSON) on stderr.
     Run(RunArgs),
+    /// Run many submissions, one per line of standard input (JSON), printing one verdict per
+    /// line on standard output: the policy is parsed and the kernel side set up once.
+    #[command(
+        after_help = "Each input line: {\"command\": [\"./sol\", \"arg\"], \"stdin\": \"in.txt\", \
+        \"stdout\": \"out.txt\", \"stderr\": \"err.txt\", \"workdir\": \"/tmp/run1\"}; only \
+        `command` is required. The command's standard output goes to /dev/null unless `stdout` is \
+        given. A line that cannot be run gives {\"error\": \"...\", \"line\": N}.\n\n\
+        Example:\n  printf '{\"command\": [\"/bin/true\"]}\\n' | flamewarden sandbox batch --policy policies/judge.toml"
+    )]
+    Batch(BatchArgs),
 }
 
 /// The mode given on the command line.
@@ -69,21 +79,87 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// `sandbox batch` options.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The sandbox policy (TOML, see docs/policy.md).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Override the policy's mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+}
+
+/// One line of `sandbox batch` input.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRun {
+    command: Vec<String>,
+    stdin: Option<PathBuf>,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
+    workdir: Option<PathBuf>,
+}
+
 /// Runs `sandbox`.
 pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         SandboxAction::Run(args) => run_one(args),
+        SandboxAction::Batch(args) => run_batch(args),
     }
+}
+
+fn mode(arg: Option<ModeArg>) -> Option<Mode> {
+    arg.map(|m| match m {
+        ModeArg::Enforce => Mode::Enforce,
+        ModeArg::Audit => Mode::Audit,
+    })
+}
+
+fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead as _, Write as _};
+    let stop = super::stop_flag().context("cannot install the signal handlers")?;
+    // Fail early, with file:line:column, on a bad policy.
+    crate::policy::load(&args.policy)?;
+    let mut out = std::io::stdout().lock();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let line = line.context("cannot read standard input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = serde_json::from_str::<BatchRun>(&line)
+            .map_err(anyhow::Error::from)
+            .and_then(|run| {
+                anyhow::ensure!(!run.command.is_empty(), "`command` is empty");
+                let opts = SandboxOptions {
+                    policy: args.policy.clone(),
+                    mode: mode(args.mode),
+                    workdir: run.workdir,
+                    stdin: run.stdin,
+                    stdout: Some(run.stdout.unwrap_or_else(|| "/dev/null".into())),
+                    stderr: run.stderr,
+                    command: run.command.into_iter().map(OsString::from).collect(),
+                };
+                Ok(sandbox::run(&opts, &stop)?)
+            });
+        let text = match result {
+            Ok(verdict) => serde_json::to_string(&verdict)?,
+            Err(e) => serde_json::json!({ "error": format!("{e:#}"), "line": n + 1 }).to_string(),
+        };
+        writeln!(out, "{text}")?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = super::stop_flag().context("cannot install the signal handlers")?;
     let opts = SandboxOptions {
         policy: args.policy,
-        mode: args.mode.map(|m| match m {
-            ModeArg::Enforce => Mode::Enforce,
-            ModeArg::Audit => Mode::Audit,
-        }),
+        mode: mode(args.mode),
         workdir: args.workdir,
         stdin: args.stdin,
         stdout: args.stdout,

@@ -118,8 +118,29 @@ struct Prepared {
     _tempdir: Option<tempfile::TempDir>,
 }
 
+/// The policy of the last run, while its file is unchanged: a batch of runs parses it once.
+fn load_policy(path: &Path) -> Result<CompiledPolicy, SandboxError> {
+    static LAST: std::sync::Mutex<Option<(PathBuf, std::time::SystemTime, CompiledPolicy)>> =
+        std::sync::Mutex::new(None);
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let (Some((cached, at, policy)), Some(modified)) = (last.as_ref(), modified)
+        && cached == path
+        && *at == modified
+    {
+        return Ok(policy.clone());
+    }
+    let policy = policy::load(path)?;
+    if let Some(modified) = modified {
+        *last = Some((path.to_path_buf(), modified, policy.clone()));
+    }
+    Ok(policy)
+}
+
 fn prepare(opts: &SandboxOptions) -> Result<Prepared, SandboxError> {
-    let mut policy = policy::load(&opts.policy)?;
+    let mut policy = load_policy(&opts.policy)?;
     let mode = opts.mode.unwrap_or(policy.mode);
     policy.mode = mode;
     let (workdir, tempdir) = match &opts.workdir {
