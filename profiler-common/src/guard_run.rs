@@ -17,13 +17,22 @@ pub const MAP_GUARD_SYSCALL_CLASS: &str = "GUARD_SYSCALL_CLASS";
 pub const MAP_GUARD_FS_ALLOW: &str = "GUARD_FS_ALLOW";
 /// Name of the LRU hash, by thread id, of the network call a cgroup hook just refused.
 pub const MAP_GUARD_NET_PENDING: &str = "GUARD_NET_PENDING";
+/// Name of the LRU hash of the processes and threads a run started (id → the run's cgroup id):
+/// audit mode tells signals inside the sandbox from signals outside it.
+pub const MAP_GUARD_RUN_PIDS: &str = "GUARD_RUN_PIDS";
+/// Name of the LRU hash of (cgroup id, path hash) pairs audit mode already reported: a path
+/// opened a thousand times is one violation, and the slots stay free for others.
+pub const MAP_GUARD_SEEN: &str = "GUARD_SEEN";
+/// Name of the hash, by thread id, of the user stack at an `execve` of an audit-mode run,
+/// kept for the exec tracepoint (the new image has no trace of its caller).
+pub const MAP_GUARD_EXEC_STACKS: &str = "GUARD_EXEC_STACKS";
 /// Name of the per-CPU scratch violation the tracepoints fill before inserting it.
 pub const MAP_GUARD_SCRATCH: &str = "GUARD_SCRATCH";
 
 /// Capacity of [`MAP_GUARD_RUNS`]: sandboxes running at the same time.
 pub const MAX_GUARD_RUNS: u32 = 4096;
 /// Violations recorded in full per run; later ones are only counted.
-pub const GUARD_VIOLATION_SLOTS: u32 = 8;
+pub const GUARD_VIOLATION_SLOTS: u32 = 16;
 /// Capacity of [`MAP_GUARD_VIOLATIONS`].
 pub const MAX_GUARD_VIOLATIONS: u32 = 4096;
 /// Capacity of [`MAP_GUARD_FS_ALLOW`].
@@ -209,6 +218,8 @@ pub const FS_READ: u32 = 1;
 pub const FS_WRITE: u32 = 1 << 1;
 /// See [`FS_READ`].
 pub const FS_EXECUTE: u32 = 1 << 2;
+/// In [`GuardViolation::access`]: a relative path, judged by user space after resolving it.
+pub const FS_RELATIVE: u32 = 1 << 3;
 
 /// The data of a [`MAP_GUARD_FS_ALLOW`] key: a run's cgroup id, then the path bytes. A rule for
 /// a directory `/usr/lib` is stored twice: `/usr/lib` with its NUL (the directory itself) and
@@ -289,6 +300,18 @@ pub const STACK_BUILD_ID_VALID: i32 = 1;
 /// [`BuildIdFrame::status`]: only the instruction pointer.
 pub const STACK_BUILD_ID_IP: i32 = 2;
 
+/// A user stack kept from `sys_enter` of an `execve` to `sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecStack {
+    /// Bytes of `frames` written.
+    pub bytes: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The frames, innermost first.
+    pub frames: [BuildIdFrame; GUARD_STACK_FRAMES],
+}
+
 /// One recorded violation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,4 +370,6 @@ mod pod {
     unsafe impl aya::Pod for BuildIdFrame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for GuardViolation {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecStack {}
 }

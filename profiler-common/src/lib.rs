@@ -6,12 +6,14 @@
 
 pub mod guard;
 pub mod guard_run;
+pub mod net;
 pub mod offcpu;
 pub mod sample;
 pub mod syscalls;
 
 pub use guard::*;
 pub use guard_run::*;
+pub use net::*;
 pub use offcpu::*;
 pub use sample::*;
 pub use syscalls::*;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use profiler_common::{
-    GUARD_SYSCALLS, GuardFsKey, GuardNetPending, GuardRun, GuardViolation, GuardViolationKey,
+    ExecStack, GUARD_SYSCALLS, GuardFsKey, GuardNetPending, GuardRun, GuardViolation, GuardViolationKey,
     MAX_GUARD_FS_RULES, MAX_GUARD_RUNS, MAX_GUARD_VIOLATIONS, MAX_INFLIGHT,
 };
 
@@ -37,6 +37,23 @@ pub static GUARD_NET_PENDING: LruHashMap<u32, GuardNetPending> =
 #[map(name = "GUARD_STATS")]
 pub static GUARD_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(profiler_common::GUARD_STATS_LEN, 0);
+
+/// Processes and threads started by runs, with the run's cgroup id.
+#[map(name = "GUARD_RUN_PIDS")]
+pub static GUARD_RUN_PIDS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// (cgroup id, path hash) pairs already reported in audit mode.
+#[map(name = "GUARD_SEEN")]
+pub static GUARD_SEEN: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// User stacks of `execve` calls in audit-mode runs, by thread id, until the exec.
+#[map(name = "GUARD_EXEC_STACKS")]
+pub static GUARD_EXEC_STACKS: HashMap<u32, ExecStack> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// The exec stack being taken, per CPU.
+#[map(name = "GUARD_EXEC_SCRATCH")]
+pub static GUARD_EXEC_SCRATCH: PerCpuArray<ExecStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// The violation being recorded, per CPU (too large for the BPF stack).
 #[map(name = "GUARD_SCRATCH")]

@@ -17,12 +17,12 @@ use aya_ebpf::{
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
         generated::{bpf_get_stack, bpf_send_signal},
     },
-    programs::RawTracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_WRITE, GUARD_ACTION_AUDITED,
+    ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_ACTION_AUDITED,
     GUARD_ARG_RULES, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES, GUARD_SYSCALLS,
-    GUARD_VIOLATION_SLOTS, GuardNetPending, GuardRun, GuardSyscallClass as Class,
+    ExecStack, GUARD_VIOLATION_SLOTS, GuardNetPending, GuardRun, GuardSyscallClass as Class,
     GuardViolationKey, RUN_AUDIT, RUN_FS_CHECK, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS,
     VIOLATION_AUDITED, VIOLATION_DENIED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS,
     bitmap_has,
@@ -30,7 +30,8 @@ use profiler_common::{
 
 use crate::{
     guard_maps::{
-        GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_NET_PENDING, GUARD_RUNS, GUARD_SCRATCH,
+        GUARD_EXEC_SCRATCH, GUARD_EXEC_STACKS, GUARD_FS_ALLOW, GUARD_FS_SCRATCH,
+        GUARD_NET_PENDING, GUARD_RUN_PIDS, GUARD_RUNS, GUARD_SCRATCH, GUARD_SEEN,
         GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
     },
     targets::current_cgroup_id,
@@ -51,16 +52,23 @@ const O_TRUNC: u64 = 0o1000;
 const FS_FIXED_BITS: u32 = 64;
 
 /// A call under decision.
-struct Call {
-    cgroup_id: u64,
-    nr: u32,
-    class: u32,
-    regs: *const pt_regs,
+pub struct Call {
+    /// The caller's cgroup id (its run's key).
+    pub cgroup_id: u64,
+    /// Syscall number.
+    pub nr: u32,
+    /// Its class word.
+    pub class: u32,
+    /// Saved user registers; null outside a syscall.
+    pub regs: *const pt_regs,
 }
 
-/// The syscall arguments from the saved registers.
+/// The syscall arguments from the saved registers (zeros without them).
 #[inline(always)]
 fn args(regs: *const pt_regs) -> [u64; 6] {
+    if regs.is_null() {
+        return [0; 6];
+    }
     // SAFETY: `regs` is the tracepoint's pt_regs pointer, read through the helper.
     unsafe {
         [
@@ -149,10 +157,41 @@ fn arg_rules_hold(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
     seen & !failed != 0
 }
 
-/// Whether seccomp refuses (or in audit mode would refuse) this call.
+const NR_CLONE3: u32 = 435;
+/// `CLONE_NEW*` flags of `clone3` (`CLONE_NEWTIME` included, which only `clone3` takes).
+const CLONE_NEW_MASK: u64 = 0x7e02_0080;
+
+/// Whether seccomp refuses (or in audit mode would refuse) this call. A refused `clone3`
+/// counts only with namespace flags: policies answer every `clone3` `ENOSYS` so that the C
+/// library falls back to `clone`, whose flags seccomp can see, and a thread is no violation.
 #[inline(always)]
 fn seccomp_denies(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
-    bitmap_has(&run.deny, nr) || (bitmap_has(&run.deny_if, nr) && arg_rules_hold(run, nr, args))
+    let denied = bitmap_has(&run.deny, nr)
+        || (bitmap_has(&run.deny_if, nr) && arg_rules_hold(run, nr, args));
+    if denied && nr == NR_CLONE3 {
+        // SAFETY: reads the first field (flags) of the caller's `struct clone_args`.
+        let flags: u64 =
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args[0] as *const u64) }.unwrap_or(0);
+        return flags & CLONE_NEW_MASK != 0;
+    }
+    denied
+}
+
+/// Whether a signal call targets a process outside the run (audit mode, where no Landlock
+/// scope refuses it): not the caller itself, not its process group, not a task the run started.
+#[inline(always)]
+fn signals_outside(call: &Call, args: &[u64; 6]) -> bool {
+    let target = args[0] as i32;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if target <= 0 || target as u32 == tgid {
+        return false;
+    }
+    let target = target as u32;
+    // SAFETY: plain data copied out at once.
+    match unsafe { GUARD_RUN_PIDS.get(target) } {
+        Some(&cgroup) => cgroup != call.cgroup_id,
+        None => true,
+    }
 }
 
 /// Adds to a `u32` of a live map value atomically. (The old value is not returned: a fetching
@@ -186,6 +225,23 @@ fn record(
     access: u32,
     net: Option<&GuardNetPending>,
 ) {
+    record_at(ctx.as_ptr(), run, call, kind, ret, access, net, core::ptr::null());
+}
+
+/// [`record`] from any program: `ctx` for the stack walk, and `kernel_path` (a kernel string,
+/// e.g. an exec's file name) instead of the call's path argument when not null.
+#[expect(clippy::too_many_arguments, reason = "the parts of one violation record")]
+#[inline(always)]
+pub fn record_at(
+    ctx: *mut core::ffi::c_void,
+    run: *mut GuardRun,
+    call: &Call,
+    kind: u32,
+    ret: i64,
+    access: u32,
+    net: Option<&GuardNetPending>,
+    kernel_path: *const u8,
+) {
     // SAFETY: `run` points to the live map value of this run.
     let seen = unsafe { (*run).violations };
     // SAFETY: as above.
@@ -217,7 +273,14 @@ fn record(
         (*v).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*v).path_len = 0;
         let path_arg = Class::path_arg(call.class);
-        if path_arg != Class::NO_ARG {
+        if !kernel_path.is_null() {
+            let dst = &mut (*v).path;
+            if let Ok(s) =
+                aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(kernel_path, &mut dst[..GUARD_PATH_LEN])
+            {
+                (*v).path_len = s.len() as u32 + 1;
+            }
+        } else if path_arg != Class::NO_ARG {
             let ptr = arg(&args, path_arg) as *const u8;
             let dst = &mut (*v).path;
             if Class::kind(call.class) == Class::NET {
@@ -229,14 +292,27 @@ fn record(
                 (*v).path_len = s.len() as u32 + 1;
             }
         }
-        let stack_size = (GUARD_STACK_FRAMES * 32) as u32;
-        let n = bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut (*v).stack).cast(),
-            stack_size,
-            (BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) as u64,
-        );
-        (*v).stack_bytes = if n > 0 { n as u32 } else { 0 };
+        let tid = pid_tgid as u32;
+        let kept = if kernel_path.is_null() {
+            None
+        } else {
+            GUARD_EXEC_STACKS.get_ptr(tid)
+        };
+        if let Some(kept) = kept {
+            // An exec: the caller's stack, taken at `sys_enter`.
+            (*v).stack = (*kept).frames;
+            (*v).stack_bytes = (*kept).bytes;
+            let _ = GUARD_EXEC_STACKS.remove(tid);
+        } else {
+            let stack_size = (GUARD_STACK_FRAMES * 32) as u32;
+            let n = bpf_get_stack(
+                ctx,
+                (&raw mut (*v).stack).cast(),
+                stack_size,
+                (BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) as u64,
+            );
+            (*v).stack_bytes = if n > 0 { n as u32 } else { 0 };
+        }
     }
     // SAFETY: `v` is a live map value of the right type; passed by reference, it is far too
     // large to copy onto the BPF stack.
@@ -288,9 +364,15 @@ fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
             Err(_) => return 0,
         }
     };
-    // SAFETY: as above.
-    if len == 0 || unsafe { (*key).data.path[0] } != b'/' {
+    if len == 0 {
         return 0;
+    }
+    // SAFETY: as above.
+    if unsafe { (*key).data.path[0] } != b'/' {
+        // Relative: resolved beneath the working directory, possibly through a symlink the
+        // program made there; user space resolves it after the run and keeps it only when
+        // it leads outside the allowed trees.
+        return access_of(call.class, args) | FS_RELATIVE;
     }
     // The NUL is part of the key: `/usr/lib\0` matches the directory's own entry.
     let bits = FS_FIXED_BITS + 8 * (len as u32 + 1);
@@ -298,8 +380,103 @@ fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
     unsafe { (*key).prefix_len = bits };
     // SAFETY: the key is a live map value read by the lookup helper.
     let allowed = GUARD_FS_ALLOW.get(unsafe { &*key }).copied().unwrap_or(0);
-    needed & !allowed
+    let denied = needed & !allowed;
+    // SAFETY: as above.
+    if denied != 0 && first_report(call.cgroup_id, unsafe { &(*key).data.path }, len) {
+        denied
+    } else {
+        0
+    }
 }
+
+/// Whether this run has not reported `path` (its first `len` bytes) before; remembers it.
+#[inline(always)]
+fn first_report(cgroup_id: u64, path: &[u8; GUARD_FS_PATH_LEN], len: usize) -> bool {
+    // FNV-1a.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < GUARD_FS_PATH_LEN {
+        if i >= len {
+            break;
+        }
+        hash = (hash ^ u64::from(path[i])).wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    let key = [cgroup_id, hash];
+    // SAFETY: only tests for presence.
+    if unsafe { GUARD_SEEN.get(key) }.is_some() {
+        return false;
+    }
+    let _ = GUARD_SEEN.insert(key, 1, 0);
+    true
+}
+
+/// `sched_process_exec` in audit mode: the file a task of a run executed, as the kernel
+/// opened it (a `sys_enter` read of the path argument can fail on a page not yet faulted in,
+/// and a successful exec leaves no argument to read at `sys_exit`).
+pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let cgroup_id = current_cgroup_id();
+    let Some(run) = GUARD_RUNS.get_ptr_mut(cgroup_id) else {
+        return Ok(());
+    };
+    // SAFETY: the live map value of this run; configuration is read-only while it runs.
+    let flags = unsafe { (*run).flags };
+    if flags & RUN_FS_CHECK == 0 {
+        return Ok(());
+    }
+    // SAFETY: a load-time constant.
+    let offset = unsafe { core::ptr::read_volatile(&EXEC_FILENAME_OFFSET) } as usize;
+    // SAFETY: a `__data_loc` word of the event: (length << 16) | offset of the string.
+    let loc: u32 = unsafe { ctx.read_at(offset) }?;
+    let name = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;
+    let Some(key) = GUARD_FS_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: this CPU's scratch; the name is a kernel string inside the event.
+    let len = unsafe {
+        (*key).data.cgroup_id = cgroup_id.to_ne_bytes();
+        let dst = &mut (*key).data.path;
+        match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, &mut dst[..GUARD_FS_PATH_LEN]) {
+            Ok(s) => s.len(),
+            Err(_) => return Ok(()),
+        }
+    };
+    // SAFETY: as above.
+    if len == 0 || unsafe { (*key).data.path[0] } != b'/' {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { (*key).prefix_len = FS_FIXED_BITS + 8 * (len as u32 + 1) };
+    // SAFETY: the key is a live map value read by the lookup helper.
+    let allowed = GUARD_FS_ALLOW.get(unsafe { &*key }).copied().unwrap_or(0);
+    // SAFETY: as above.
+    if allowed & FS_EXECUTE != 0 || !first_report(cgroup_id, unsafe { &(*key).data.path }, len) {
+        return Ok(());
+    }
+    let call = Call {
+        cgroup_id,
+        nr: NR_EXECVE,
+        class: class_of(NR_EXECVE),
+        regs: core::ptr::null(),
+    };
+    record_at(
+        ctx.as_ptr(),
+        run,
+        &call,
+        VIOLATION_AUDITED,
+        0,
+        FS_EXECUTE,
+        None,
+        name,
+    );
+    Ok(())
+}
+
+const NR_EXECVE: u32 = 59;
+
+/// Offset of `filename` (a `__data_loc` word) in `sched_process_exec`, from tracefs at load.
+#[unsafe(no_mangle)]
+static EXEC_FILENAME_OFFSET: u32 = 8;
 
 /// `sys_enter`: kill rules, and in audit mode what would have been refused.
 pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -342,13 +519,37 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
         return Ok(());
     }
-    if config.flags & RUN_FS_CHECK != 0 {
-        let denied = fs_would_deny(&call, &args);
-        if denied != 0 {
-            record(ctx, run, &call, VIOLATION_AUDITED, 0, denied, None);
-        }
+    let kind = Class::kind(call.class);
+    if kind == Class::SIGNAL && signals_outside(&call, &args) {
+        record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
+        return Ok(());
+    }
+    // Paths are judged by the call's result (`try_exit`); executed files by the
+    // `sched_process_exec` tracepoint (`try_exec`), with the stack kept here.
+    if kind == Class::EXEC && config.flags & RUN_FS_CHECK != 0 {
+        keep_exec_stack(ctx);
     }
     Ok(())
+}
+
+/// Keeps the caller's user stack for the exec tracepoint.
+#[inline(always)]
+fn keep_exec_stack(ctx: &RawTracePointContext) {
+    let Some(scratch) = GUARD_EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch, filled by the helper and copied into the map at once.
+    unsafe {
+        let n = bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut (*scratch).frames).cast(),
+            (GUARD_STACK_FRAMES * 32) as u32,
+            (BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) as u64,
+        );
+        (*scratch).bytes = if n > 0 { n as u32 } else { 0 };
+        let value: &ExecStack = &*scratch;
+        let _ = GUARD_EXEC_STACKS.insert(bpf_get_current_pid_tgid() as u32, value, 0);
+    }
 }
 
 /// Counts a successful fork against the run's fork-rate limit; trips once over it.
@@ -424,6 +625,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let kind = Class::kind(call.class);
     if kind == Class::FORK {
         if ret > 0 {
+            let _ = GUARD_RUN_PIDS.insert(ret as u32, cgroup_id, 0);
             count_fork(ctx, run, &call, audit);
         } else if ret == -EAGAIN {
             // The first refused fork is recorded; a fork bomb's thousands more are not news.
@@ -437,7 +639,24 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
-    if audit || !(-MAX_ERRNO..0).contains(&ret) {
+    if audit {
+        if kind == Class::EXEC {
+            // A failed exec leaves its kept stack behind; a successful one was recorded.
+            let _ = GUARD_EXEC_STACKS.remove(tid);
+        }
+        // What Landlock would have refused: a path call that reached its file (a call that
+        // failed, e.g. ENOENT, would have failed the same way under Landlock).
+        let path_call = matches!(kind, Class::OPEN | Class::WRITE | Class::READ);
+        if path_call && ret >= 0 && config.flags & RUN_FS_CHECK != 0 {
+            let args = args(regs);
+            let denied = fs_would_deny(&call, &args);
+            if denied != 0 {
+                record(ctx, run, &call, VIOLATION_AUDITED, ret, denied, None);
+            }
+        }
+        return Ok(());
+    }
+    if !(-MAX_ERRNO..0).contains(&ret) {
         return Ok(());
     }
     if bitmap_has(&config.kill, nr) {

@@ -13,6 +13,8 @@ mod guard_maps;
 mod guard_sys;
 mod lifecycle;
 mod maps;
+mod net;
+mod net_maps;
 mod offcpu;
 mod sample;
 mod syscalls;
@@ -85,6 +87,14 @@ pub fn guard_sys_exit(ctx: RawTracePointContext) -> i32 {
     }
 }
 
+/// `sched/sched_process_exec` of the guard: files executed in audit-mode runs.
+#[tracepoint]
+pub fn guard_sched_exec(ctx: TracePointContext) -> u32 {
+    match guard_sys::try_exec(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
 /// Raw tracepoint `sched_switch`: off-CPU time of targeted tasks.
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
@@ -133,4 +143,50 @@ pub fn guard_bind6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock(sock_create)]
 pub fn guard_sock_create(ctx: SockContext) -> i32 {
     guard::decide_sock_create(ctx.sock)
+}
+
+/// Raw tracepoint `inet_sock_set_state`: TCP connection opens, state changes and closes.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn net_set_state(ctx: RawTracePointContext) -> i32 {
+    match net::try_set_state(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `tcp_retransmit_skb`: retransmissions of tracked connections.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn net_retransmit(ctx: RawTracePointContext) -> i32 {
+    match net::try_retransmit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `tcp_receive_reset`: RSTs received by tracked connections.
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn net_receive_reset(ctx: RawTracePointContext) -> i32 {
+    match net::try_receive_reset(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Raw tracepoint `tcp_send_reset`: RSTs sent.
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn net_send_reset(ctx: RawTracePointContext) -> i32 {
+    match net::try_send_reset(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup_skb/ingress` on the cgroup2 root: bytes and packets received per cgroup.
+#[aya_ebpf::macros::cgroup_skb(ingress)]
+pub fn net_ingress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
+    net::count_traffic(&ctx, profiler_common::TRAFFIC_INGRESS);
+    1
+}
+
+/// `cgroup_skb/egress` on the cgroup2 root: bytes and packets sent per cgroup.
+#[aya_ebpf::macros::cgroup_skb(egress)]
+pub fn net_egress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
+    net::count_traffic(&ctx, profiler_common::TRAFFIC_EGRESS);
+    1
 }

@@ -8,8 +8,10 @@
 pub mod ci;
 pub mod cli;
 pub mod collect;
+pub mod daemon;
 pub mod guard;
 pub mod launch;
+pub mod net;
 pub mod policy;
 pub mod probes;
 pub mod profile;

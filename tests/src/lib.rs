@@ -11,6 +11,7 @@ pub mod json;
 pub mod perf;
 pub mod process;
 pub mod run;
+pub mod sandbox;
 pub mod workloads;
 
 use std::{

@@ -18,15 +18,13 @@ use crate::{
     probes::MapSizes,
     profile::{
         FlamegraphError, JsonError, Profile, SvgOptions, completeness_line,
-        diff::{
-            DiffSettings, FunctionWeights, ProfileDiff, diff_profiles, merge_profiles,
-            normalized_profile,
-        },
+        diff::{DiffSettings, FunctionWeights, ProfileDiff, diff_profiles, merge_profiles},
         from_json_str,
         markdown::{self, CiReport, HotPathRow},
-        pprof, to_json_string, write_diff_svg, write_folded, write_svg,
+        pprof, write_folded, write_json, write_normalized_diff_svg, write_svg,
     },
-    record::{RecordError, RecordMode, RecordOptions, RecordTarget, record},
+    record::{RecordError, RecordMode, RecordOptions, RecordTarget, record_with},
+    symbolize::{SymbolDetail, Symbolizer},
 };
 
 /// Most rows in the hot-path table.
@@ -125,6 +123,8 @@ pub struct CiOutcome {
 pub fn run(opts: &CiRunOptions, out_dir: &Path, stop: &AtomicBool) -> Result<CiOutcome, CiError> {
     let baseline = opts.baseline.as_deref().map(read_profile).transpose()?;
     let mut runs = Vec::with_capacity(opts.runs);
+    // One symbolizer for all runs: kallsyms and the benchmark's files are read once.
+    let mut symbolizer = Symbolizer::with_detail(SymbolDetail::Lines);
     for run in 1..=opts.runs {
         let record_opts = RecordOptions {
             target: RecordTarget::Command(opts.command.clone()),
@@ -133,9 +133,11 @@ pub fn run(opts: &CiRunOptions, out_dir: &Path, stop: &AtomicBool) -> Result<CiO
             min_block_ns: 0,
             duration: None,
             map_sizes: MapSizes::default(),
+            // The report's JSON and pprof files carry source lines.
+            symbols: SymbolDetail::Lines,
         };
-        let recording =
-            record(&record_opts, stop).map_err(|source| CiError::Record { run, source })?;
+        let recording = record_with(&record_opts, stop, &mut symbolizer)
+            .map_err(|source| CiError::Record { run, source })?;
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CiError::Interrupted(run));
         }
@@ -270,7 +272,7 @@ fn write_report(
         write_svg(&merged, &svg_opts, w)
     })?;
     write_file(out_dir, "profile.json", &mut files, |w| {
-        w.write_all(to_json_string(&merged).as_bytes())
+        write_json(&merged, w)
     })?;
     write_file(out_dir, "profile.pb.gz", &mut files, |w| {
         pprof::write_pprof_gz(&merged, w)
@@ -283,9 +285,8 @@ fn write_report(
             title: format!("flamewarden ci diff: {title} (red: grew, blue: shrank)"),
             ..SvgOptions::default()
         };
-        let (base, new) = (normalized_profile(base), normalized_profile(&merged));
         write_svg_file(out_dir, "diff.svg", &mut files, |w| {
-            write_diff_svg(&base, &new, &diff_opts, w)
+            write_normalized_diff_svg(base, &merged, &diff_opts, w)
         })?;
     }
     write_file(out_dir, "report.md", &mut files, |w| {
@@ -344,7 +345,7 @@ fn write_svg_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Frame, FrameKind, ProfileMeta, Stack};
+    use crate::profile::{Frame, FrameKind, ProfileMeta, Stack, to_json_string};
 
     fn run_profile(hot: u64) -> Profile {
         let mut p = Profile::new(ProfileMeta {

@@ -1,8 +1,10 @@
 //! Command-line interface: clap derive, one module per subcommand.
 
 pub mod ci;
+pub mod daemon;
 pub mod exec;
 pub mod guard;
+pub mod net;
 pub mod output;
 pub mod policy;
 pub mod record;
@@ -35,6 +37,8 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Count, time and errors of syscalls per syscall, process or cgroup; stream slow calls.
     Syscalls(syscalls::SyscallsArgs),
+    /// TCP connects, failures, latency, lifetime, retransmits, resets and bytes; traffic per cgroup.
+    Net(net::NetArgs),
     /// Validate a sandbox policy (`check`) or say what it allows (`explain`).
     Policy(policy::PolicyArgs),
     /// Apply a policy's Landlock, seccomp and rlimit layers to this process, then exec COMMAND.
@@ -45,6 +49,9 @@ pub enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// Profile a benchmark in CI: flamegraph, pprof, diff against a baseline, gate on regressions.
     Ci(ci::CiArgs),
+    /// The node agent: Prometheus metrics, on-demand profiles over HTTP, guard for every
+    /// discovered sandbox, events and a web page.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// Registers SIGINT and SIGTERM on a flag that long-running commands poll.
@@ -67,11 +74,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record(args) => record::run(args),
         Command::Syscalls(args) => syscalls::run(args),
+        Command::Net(args) => net::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Exec(args) => exec::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Guard(args) => guard::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Daemon(args) => daemon::run(args),
     }
 }
 

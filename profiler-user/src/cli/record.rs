@@ -4,11 +4,12 @@ use std::{ffi::OsString, io::Write as _, path::PathBuf, process::ExitCode, time:
 
 use clap::Args;
 
-use super::output::{self, Output};
+use super::output::{self, Output, OutputFormat};
 use crate::{
     probes::MapSizes,
     profile::report,
     record::{RecordMode, RecordOptions, RecordTarget, record},
+    symbolize::SymbolDetail,
 };
 
 /// Arguments of `flamewarden record`.
@@ -118,6 +119,19 @@ pub fn choose_target(
     })
 }
 
+/// Source files and lines only for outputs that show them: reading DWARF is most of the
+/// symbolization cost.
+fn symbol_detail(outputs: &[Output]) -> SymbolDetail {
+    if outputs
+        .iter()
+        .any(|o| matches!(o.format, OutputFormat::Json | OutputFormat::Pprof))
+    {
+        SymbolDetail::Lines
+    } else {
+        SymbolDetail::Names
+    }
+}
+
 /// Runs `flamewarden record`.
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let target = args.target()?;
@@ -148,6 +162,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             sample_keys: args.max_keys,
             stacks: args.max_stacks,
         },
+        symbols: symbol_detail(&args.outputs),
     };
     let recording = record(&opts, &stop)?;
     let title = match &recording.profile.meta.command {

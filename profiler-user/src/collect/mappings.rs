@@ -178,7 +178,10 @@ impl MappingTracker {
             .name("fw-mappings".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || poll_rings(rings, &shared, opts.poll_interval)
+                move || {
+                    block_stop_signals();
+                    poll_rings(rings, &shared, opts.poll_interval)
+                }
             })
             .map_err(MappingError::Spawn)?;
         Ok(Self {
@@ -443,6 +446,20 @@ fn poll_rings(mut rings: Vec<PerfRing>, shared: &Shared, interval: Duration) {
         for fd in &mut fds {
             fd.revents = 0;
         }
+    }
+}
+
+/// SIGINT and SIGTERM go to the thread that waits for them (`record::EndWatch::wait`), so
+/// that they cut its sleep short.
+fn block_stop_signals() {
+    // SAFETY: `set` is initialized by sigemptyset before use; pthread_sigmask only changes
+    // this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

@@ -1,7 +1,9 @@
 //! The only code that reads BPF maps, ring buffers and perf buffers; yields typed data.
 
+mod batch;
 pub mod guard;
 pub mod mappings;
+pub mod net;
 pub mod offcpu;
 pub mod samples;
 pub mod syscalls;

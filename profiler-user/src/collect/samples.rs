@@ -1,15 +1,16 @@
 //! Draining the CPU sampler's maps: aggregated counts, their stacks, and the loss counters.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, StackTraceMap},
 };
 use profiler_common::{
     MAP_SAMPLE_COUNTS, MAP_SAMPLE_STATS, MAP_STACKS, SAMPLE_STATS_LEN, SampleKey, SampleStat,
 };
 
+use super::batch;
 use crate::probes::ProbeError;
 
 /// The kernel's sampling counters, summed over CPUs.
@@ -41,7 +42,7 @@ pub struct RawSamples {
     pub counters: SampleCounters,
 }
 
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, ProbeError> {
     ebpf.map(name).ok_or(ProbeError::MissingMap(name))
 }
 
@@ -53,8 +54,25 @@ pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
             map: MAP_SAMPLE_COUNTS,
             source,
         })?;
-    let mut counts = Vec::new();
-    for entry in counts_map.iter() {
+    let batched = match map(ebpf, MAP_SAMPLE_COUNTS)? {
+        Map::HashMap(data) | Map::LruHashMap(data) => {
+            batch::lookup_all::<SampleKey, u64>(data.fd().as_fd()).map_err(|e| ProbeError::Map {
+                map: MAP_SAMPLE_COUNTS,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error: e,
+                }),
+            })?
+        }
+        _ => None,
+    };
+    let mut counts = batched.unwrap_or_default();
+    let entries = if counts.is_empty() {
+        Some(counts_map.iter())
+    } else {
+        None
+    };
+    for entry in entries.into_iter().flatten() {
         match entry {
             Ok(kv) => counts.push(kv),
             // An entry deleted between listing and lookup; nothing deletes during a drain.

@@ -38,6 +38,10 @@ pub enum ProbeError {
         /// What went wrong.
         reason: String,
     },
+    /// A structure field or tracepoint argument the network tracer reads is not in the
+    /// kernel's BTF.
+    #[error("cannot trace the network on this kernel: {0}")]
+    KernelLayout(String),
     /// The kernel refused the object.
     #[error("failed to load the eBPF object")]
     Load(#[source] aya::EbpfError),

@@ -16,13 +16,13 @@ use aya::{
     Ebpf,
     maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
 use profiler_common::{
     GuardAllowKey, GuardPolicy, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS, MAP_GUARD_FS_ALLOW,
-    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUNS, MAP_GUARD_STATS,
+    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUN_PIDS, MAP_GUARD_RUNS, MAP_GUARD_SEEN, MAP_GUARD_STATS,
     MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
 };
 
@@ -53,8 +53,11 @@ pub const GUARD_TRACEPOINTS: [(&str, &str); 2] = [
     ("guard_sys_exit", "sys_exit"),
 ];
 
+/// The guard's classic tracepoint program (files executed in audit-mode runs) and its event.
+pub const GUARD_EXEC_TRACEPOINT: (&str, &str) = ("guard_sched_exec", "sched_process_exec");
+
 /// The guard's maps, pinned beside the programs.
-pub const GUARD_MAPS: [&str; 9] = [
+pub const GUARD_MAPS: [&str; 11] = [
     MAP_GUARD_POLICIES,
     MAP_GUARD_ALLOW,
     MAP_GUARD_EVENTS,
@@ -64,6 +67,8 @@ pub const GUARD_MAPS: [&str; 9] = [
     MAP_GUARD_FS_ALLOW,
     MAP_GUARD_NET_PENDING,
     MAP_GUARD_STATS,
+    MAP_GUARD_RUN_PIDS,
+    MAP_GUARD_SEEN,
 ];
 
 /// Why the guard's programs could not be attached, adopted or detached.
@@ -156,6 +161,7 @@ pub fn is_attached(dir: &Path) -> bool {
     GUARD_PROGRAMS
         .iter()
         .chain(&GUARD_TRACEPOINTS)
+        .chain(std::iter::once(&GUARD_EXEC_TRACEPOINT))
         .all(|(name, _)| link_pin(dir, name).exists())
         && GUARD_MAPS.iter().all(|name| map_pin(dir, name).exists())
 }
@@ -231,6 +237,28 @@ fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), Guar
             .pin(link_pin(dir, name))
             .map_err(|e| link_err(Box::new(e)))?;
     }
+    {
+        let (name, event) = GUARD_EXEC_TRACEPOINT;
+        let prog_err = |source| GuardAttachError::Program { name, source };
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        let link_id = program.attach("sched", event).map_err(prog_err)?;
+        let link = program.take_link(link_id).map_err(prog_err)?;
+        let fd_link: FdLink = link.try_into().map_err(|e| GuardAttachError::Link {
+            name,
+            source: Box::new(e),
+        })?;
+        fd_link
+            .pin(link_pin(dir, name))
+            .map_err(|e| GuardAttachError::Link {
+                name,
+                source: Box::new(e),
+            })?;
+    }
     let cgroup_fd = File::open(cgroup).map_err(|source| GuardAttachError::Pin {
         path: cgroup.to_path_buf(),
         source,
@@ -281,7 +309,11 @@ pub fn detach(id: u64) -> Result<bool, GuardAttachError> {
 }
 
 fn detach_dir(dir: &Path) -> Result<(), GuardAttachError> {
-    for (name, _) in GUARD_PROGRAMS.iter().chain(&GUARD_TRACEPOINTS) {
+    for (name, _) in GUARD_PROGRAMS
+        .iter()
+        .chain(&GUARD_TRACEPOINTS)
+        .chain(std::iter::once(&GUARD_EXEC_TRACEPOINT))
+    {
         let name: &'static str = name;
         let path = link_pin(dir, name);
         if path.exists() {
@@ -366,6 +398,38 @@ impl GuardMaps {
                 name: MAP_GUARD_POLICIES,
                 source: Box::new(e),
             })
+    }
+
+    /// Sets the policy of a cgroup `id` that has none yet (a new sandbox), with its allow list:
+    /// unlike [`Self::set_policy`], the allow list is not searched for older entries.
+    pub fn insert_policy(
+        &mut self,
+        id: u64,
+        policy: GuardPolicy,
+        allow: &[(u32, GuardAllowKey)],
+    ) -> Result<(), GuardAttachError> {
+        for (bits, key) in allow {
+            self.allow
+                .insert(&Key::new(*bits, *key), 1, 0)
+                .map_err(|e| GuardAttachError::Map {
+                    name: MAP_GUARD_ALLOW,
+                    source: Box::new(e),
+                })?;
+        }
+        self.policies
+            .insert(id, policy, 0)
+            .map_err(|e| GuardAttachError::Map {
+                name: MAP_GUARD_POLICIES,
+                source: Box::new(e),
+            })
+    }
+
+    /// Removes what [`Self::insert_policy`] wrote, best effort.
+    pub fn remove_policy_entries(&mut self, id: u64, allow: &[(u32, GuardAllowKey)]) {
+        let _ = self.policies.remove(&id);
+        for (bits, key) in allow {
+            let _ = self.allow.remove(&Key::new(*bits, *key));
+        }
     }
 
     /// Removes the policy (and allow list) of cgroup `id`; its processes are then governed by

@@ -11,7 +11,7 @@ use aya::{
 use profiler_common::{
     GUARD_FS_PATH_LEN, GUARD_SYSCALLS, GUARD_VIOLATION_SLOTS, GuardFsKey, GuardRun,
     GuardSyscallClass as Class, GuardViolation, GuardViolationKey, MAP_GUARD_FS_ALLOW,
-    MAP_GUARD_RUNS, MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
+    MAP_GUARD_RUN_PIDS, MAP_GUARD_RUNS, MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
 };
 
 use super::{ProbeError, guard::GuardAttachError, guard::map_pin};
@@ -96,6 +96,7 @@ pub struct RunMaps {
     runs: HashMap<MapData, u64, GuardRun>,
     violations: HashMap<MapData, GuardViolationKey, GuardViolation>,
     fs_allow: LpmTrie<MapData, GuardFsKey, u32>,
+    pids: HashMap<MapData, u32, u64>,
 }
 
 fn map_error(name: &'static str) -> impl Fn(MapError) -> GuardAttachError {
@@ -121,6 +122,8 @@ impl RunMaps {
                 .map_err(map_error(MAP_GUARD_VIOLATIONS))?,
             fs_allow: LpmTrie::try_from(Map::LpmTrie(open(MAP_GUARD_FS_ALLOW)?))
                 .map_err(map_error(MAP_GUARD_FS_ALLOW))?,
+            pids: HashMap::try_from(Map::LruHashMap(open(MAP_GUARD_RUN_PIDS)?))
+                .map_err(map_error(MAP_GUARD_RUN_PIDS))?,
         })
     }
 
@@ -140,6 +143,13 @@ impl RunMaps {
         self.runs
             .insert(id, run, 0)
             .map_err(map_error(MAP_GUARD_RUNS))
+    }
+
+    /// Notes `pid` as a process of run `id`.
+    pub fn add_pid(&mut self, pid: u32, id: u64) -> Result<(), GuardAttachError> {
+        self.pids
+            .insert(pid, id, 0)
+            .map_err(map_error(MAP_GUARD_RUN_PIDS))
     }
 
     /// The run's entry with the kernel's state, if it exists.

@@ -5,6 +5,8 @@ mod error;
 pub mod guard;
 pub mod guard_runs;
 mod lifecycle;
+pub mod net;
+pub mod net_layout;
 mod offcpu;
 mod syscalls;
 pub mod system;
@@ -16,6 +18,7 @@ use aya::{Ebpf, EbpfLoader};
 pub use cpu::CpuSampler;
 pub use error::ProbeError;
 pub use lifecycle::ForkFollower;
+pub use net::NetTracer;
 pub use offcpu::OffCpuTracer;
 pub use syscalls::SyscallTracer;
 pub use targets::{CgroupTarget, Targets};
@@ -41,11 +44,13 @@ pub enum Family {
     OffCpu,
     /// The guard: sandbox runs, violations, network policies.
     Guard,
+    /// TCP connections and per-cgroup traffic.
+    Net,
 }
 
 /// Maps of a family shrunk to the smallest size the kernel accepts when the family is unused:
 /// creating (and freeing) large preallocated maps is most of a short recording's set-up time.
-const FAMILY_MAPS: [(Family, &str, u32); 15] = [
+const FAMILY_MAPS: [(Family, &str, u32); 21] = [
     (Family::Syscalls, profiler_common::MAP_SYSCALL_STATS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_ERRNOS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_INFLIGHT, 1),
@@ -62,6 +67,12 @@ const FAMILY_MAPS: [(Family, &str, u32); 15] = [
     (Family::Guard, profiler_common::MAP_GUARD_FS_ALLOW, 1),
     (Family::Guard, profiler_common::MAP_GUARD_NET_PENDING, 1),
     (Family::Guard, profiler_common::MAP_GUARD_SYSCALL_CLASS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_RUN_PIDS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_STATS, 1),
+    (Family::Guard, profiler_common::MAP_GUARD_SEEN, 1),
+    (Family::Net, profiler_common::MAP_NET_CONNS, 1),
+    (Family::Net, profiler_common::MAP_NET_TRAFFIC, 1),
+    (Family::Net, profiler_common::MAP_NET_EVENTS, 4096),
 ];
 
 /// Loads the embedded object with every family's maps at full size.
@@ -81,6 +92,15 @@ pub fn load_for(sizes: MapSizes, families: &[Family]) -> Result<Ebpf, ProbeError
     let fork_child_pid = tracefs::field_offset("sched", "sched_process_fork", "child_pid")?;
     let mut loader = EbpfLoader::new();
     loader.override_global("FORK_CHILD_PID_OFFSET", &fork_child_pid, true);
+    let exec_filename = tracefs::field_offset("sched", "sched_process_exec", "filename")?;
+    loader.override_global("EXEC_FILENAME_OFFSET", &exec_filename, true);
+    // Parsing the kernel's BTF takes a while: only for the family that reads kernel structs.
+    let net_layout = if families.contains(&Family::Net) {
+        net_layout::kernel_net_layout()?
+    } else {
+        profiler_common::NetLayout::UNSET
+    };
+    loader.override_global(profiler_common::GLOBAL_NET_LAYOUT, &net_layout, true);
     if let Some(n) = sizes.sample_keys {
         loader.map_max_entries(profiler_common::MAP_SAMPLE_COUNTS, n);
     }

@@ -19,13 +19,14 @@
 
 use std::io::{self, Write};
 
-use inferno::differential;
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Direction, Options};
 use thiserror::Error;
 
-use super::folded::{folded_frame_names, sanitize};
-use super::model::{Frame, FrameKind, Profile, WeightUnit};
+use super::diff::normalize_function_name;
+use super::flame_tree::{FlameTree, NameTable};
+use super::folded::{folded_frame_name, folded_frame_names, sanitize};
+use super::model::{Frame, FrameKind, Profile, Stack, WeightUnit};
 use super::report::completeness_line;
 
 /// Annotation of user and synthetic frames drawn in the off-CPU palette.
@@ -95,7 +96,7 @@ pub fn write_svg(
         return Err(FlamegraphError::EmptyProfile);
     }
     let mut palette = PaletteMap::default();
-    let lines = coloured_lines(profile, &mut palette);
+    let lines = coloured_lines(profile, &mut palette, opts.min_width_pct);
 
     let mut options = base_options(opts, profile.meta.weight_unit);
     options.title = if opts.title.is_empty() {
@@ -114,12 +115,43 @@ pub fn write_svg(
 
 /// Draws how `new` differs from `base`: frames are as wide as in `new`, red where `new` spends
 /// more weight than `base`, blue where it spends less (Brendan Gregg's differential
-/// flamegraph, via inferno's differential folding).
+/// flamegraph, inferno's differential folding and colouring).
 pub fn write_diff_svg(
     base: &Profile,
     new: &Profile,
     opts: &SvgOptions,
     writer: impl Write,
+) -> Result<(), FlamegraphError> {
+    diff_svg(base, new, opts, writer, folded_frame_name)
+}
+
+/// [`write_diff_svg`] with every function name normalized
+/// ([`super::diff::normalize_function_name`]) so that rebuilt binaries line up: the same as
+/// drawing [`super::diff::normalized_profile`]s, without building them.
+pub fn write_normalized_diff_svg(
+    base: &Profile,
+    new: &Profile,
+    opts: &SvgOptions,
+    writer: impl Write,
+) -> Result<(), FlamegraphError> {
+    diff_svg(base, new, opts, writer, |frame| {
+        folded_frame_name(&Frame {
+            name: normalize_function_name(&frame.name),
+            kind: frame.kind,
+            module: None,
+            file: None,
+            line: None,
+            symbolized: frame.symbolized,
+        })
+    })
+}
+
+fn diff_svg(
+    base: &Profile,
+    new: &Profile,
+    opts: &SvgOptions,
+    writer: impl Write,
+    name_of: impl Fn(&Frame) -> String,
 ) -> Result<(), FlamegraphError> {
     let unit = new.meta.weight_unit;
     if base.meta.weight_unit != unit {
@@ -131,18 +163,33 @@ pub fn write_diff_svg(
     if new.total_weight() == 0 {
         return Err(FlamegraphError::EmptyProfile);
     }
-    let mut merged = Vec::new();
-    differential::from_readers(
-        differential::Options {
-            normalize: opts.normalize_diff,
-            strip_hex: false,
-        },
-        folded_bytes(base)?.as_slice(),
-        folded_bytes(new)?.as_slice(),
-        &mut merged,
-    )?;
-    let merged =
-        String::from_utf8(merged).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    // Stacks of both profiles by their folded text, as inferno's differential folding does.
+    let mut names = NameTable::default();
+    let ids: [Vec<u32>; 2] = [base, new].map(|profile| {
+        profile
+            .frames
+            .iter()
+            .map(|frame| names.intern(&name_of(frame)))
+            .collect()
+    });
+    let comms: [Vec<u32>; 2] = [base, new].map(|profile| {
+        profile
+            .stacks
+            .iter()
+            .map(|stack| names.intern(&sanitize(&stack.comm)))
+            .collect()
+    });
+    let mut tree = FlameTree::new(names);
+    for (column, profile) in [base, new].into_iter().enumerate() {
+        for (stack, &comm) in profile.stacks.iter().zip(&comms[column]) {
+            let frames = stack.frames.iter().map(|&id| ids[column][id as usize]);
+            tree.add(std::iter::once(comm).chain(frames), column, stack.weight);
+        }
+    }
+    if opts.normalize_diff {
+        tree.normalize_base();
+    }
+    let lines = tree.lines(opts.min_width_pct, true);
 
     let mut options = base_options(opts, unit);
     options.title = if opts.title.is_empty() {
@@ -160,14 +207,8 @@ pub fn write_diff_svg(
     ));
     // The base profile's completeness matters as much; the notes end up in an SVG comment.
     options.notes = format!("base {}", completeness_line(&base.completeness, unit));
-    flamegraph::from_lines(&mut options, merged.lines(), writer)?;
+    flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), writer)?;
     Ok(())
-}
-
-fn folded_bytes(profile: &Profile) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    super::folded::write_folded(profile, &mut out)?;
-    Ok(out)
 }
 
 fn base_options<'a>(opts: &SvgOptions, unit: WeightUnit) -> Options<'a> {
@@ -201,10 +242,11 @@ fn default_title(target: &str) -> String {
     format!("flamewarden: {}", target_or_default(target))
 }
 
-/// Folded lines with category suffixes, and the colour of every name they use.
-fn coloured_lines(profile: &Profile, palette: &mut PaletteMap) -> Vec<String> {
+/// Folded lines with category suffixes (merged by [`FlameTree`] down to what is wide enough
+/// to draw), and the colour of every name they use.
+fn coloured_lines(profile: &Profile, palette: &mut PaletteMap, min_width_pct: f64) -> Vec<String> {
     // Names and colours are worked out once per interned frame; the per-stack loop only
-    // concatenates.
+    // follows ids.
     let on_cpu = folded_frame_names(profile);
     let off_cpu: Vec<String> = profile
         .frames
@@ -222,34 +264,46 @@ fn coloured_lines(profile: &Profile, palette: &mut PaletteMap) -> Vec<String> {
         .iter()
         .map(Frame::is_off_cpu_marker)
         .collect();
+    let mut names = NameTable::default();
+    let mut on_ids = Vec::with_capacity(on_cpu.len());
+    let mut off_ids = Vec::with_capacity(off_cpu.len());
     for (frame, (on, off)) in profile.frames.iter().zip(on_cpu.iter().zip(&off_cpu)) {
         let (on_colour, off_colour) = colours(frame);
         palette.insert(on, on_colour);
         palette.insert(off, off_colour);
+        on_ids.push(names.intern(on));
+        off_ids.push(names.intern(off));
     }
-
-    let mut lines = Vec::with_capacity(profile.stacks.len());
-    for stack in profile.stacks.iter().filter(|s| s.weight > 0) {
-        let comm = sanitize(&stack.comm);
-        if palette.get(&comm).is_none() {
-            palette.insert(&comm, hot(&comm));
-        }
-        let mut line = String::from(comm);
-        let mut above_marker = false;
-        for &id in &stack.frames {
-            above_marker |= marker[id as usize];
-            line.push(';');
-            line.push_str(if above_marker {
-                &off_cpu[id as usize]
-            } else {
-                &on_cpu[id as usize]
+    let mut comm_ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let drawn: Vec<(&Stack, u32)> = profile
+        .stacks
+        .iter()
+        .filter(|s| s.weight > 0)
+        .map(|stack| {
+            let comm = *comm_ids.entry(stack.comm.as_str()).or_insert_with(|| {
+                let comm = sanitize(&stack.comm);
+                if palette.get(&comm).is_none() {
+                    palette.insert(&comm, hot(&comm));
+                }
+                names.intern(&comm)
             });
-        }
-        line.push(' ');
-        line.push_str(&stack.weight.to_string());
-        lines.push(line);
+            (stack, comm)
+        })
+        .collect();
+    let mut tree = FlameTree::new(names);
+    for (stack, comm) in drawn {
+        let mut above_marker = false;
+        let frames = stack.frames.iter().map(|&id| {
+            above_marker |= marker[id as usize];
+            if above_marker {
+                off_ids[id as usize]
+            } else {
+                on_ids[id as usize]
+            }
+        });
+        tree.add(std::iter::once(comm).chain(frames), 1, stack.weight);
     }
-    lines
+    tree.lines(min_width_pct, false)
 }
 
 /// The frame's colour on CPU and in an off-CPU stack.

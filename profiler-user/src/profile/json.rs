@@ -90,6 +90,7 @@ struct CompletenessOut<'a> {
 /// tools annotate; the derived `samples_lost` and `unsymbolized_pct` are recomputed, not read.
 #[derive(Deserialize)]
 struct DocumentIn {
+    schema: Option<IgnoredOr<String>>,
     meta: ProfileMeta,
     completeness: Completeness,
     frames: Vec<Frame>,
@@ -114,6 +115,15 @@ enum IgnoredOr<T> {
 
 /// `profile` as pretty-printed `flamewarden.profile/v1` JSON.
 pub fn to_json_string(profile: &Profile) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail; see `write_json` for why serialization cannot either.
+    write_json(profile, &mut out).expect("a profile always serializes to JSON");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Writes `profile` as pretty-printed `flamewarden.profile/v1` JSON to `writer`, without
+/// building the whole text first (a 100 000-stack profile is tens of MB of it).
+pub fn write_json(profile: &Profile, writer: impl std::io::Write) -> std::io::Result<()> {
     let document = DocumentOut {
         schema: SCHEMA_ID,
         meta: &profile.meta,
@@ -127,28 +137,24 @@ pub fn to_json_string(profile: &Profile) -> String {
         total_weight: profile.total_weight(),
     };
     // Every field is a string, integer, bool or finite float (unsymbolized_pct divides by a
-    // non-zero count), and maps have string keys, so serialization cannot fail.
-    serde_json::to_string_pretty(&document).expect("a profile always serializes to JSON")
+    // non-zero count), and maps have string keys: only the writer can fail.
+    serde_json::to_writer_pretty(writer, &document).map_err(std::io::Error::from)
 }
 
 /// Reads a `flamewarden.profile/v1` document, checking its schema id, that every frame index
 /// is in range and that `total_weight` adds up.
 pub fn from_json_str(text: &str) -> Result<Profile, JsonError> {
-    // Checked first so that a document of another version gets "wrong schema", not an
-    // error about whatever field changed shape.
-    let probe: SchemaProbe = serde_json::from_str(text)?;
-    match probe.schema {
-        Some(IgnoredOr::Value(id)) if id == SCHEMA_ID => {}
-        Some(IgnoredOr::Value(id)) => return Err(JsonError::WrongSchema { found: Some(id) }),
-        Some(IgnoredOr::Other(_)) => {
-            return Err(JsonError::WrongSchema {
-                found: Some("(not a string)".into()),
-            });
+    let document: DocumentIn = match serde_json::from_str(text) {
+        Ok(document) => document,
+        Err(error) => {
+            // A document of another version gets "wrong schema", not an error about whatever
+            // field changed shape: only then is the text read a second time.
+            let probe: SchemaProbe = serde_json::from_str(text)?;
+            check_schema(probe.schema)?;
+            return Err(error.into());
         }
-        None => return Err(JsonError::WrongSchema { found: None }),
-    }
-
-    let document: DocumentIn = serde_json::from_str(text)?;
+    };
+    check_schema(document.schema)?;
     let frame_count = document.frames.len();
     for (stack_index, stack) in document.stacks.iter().enumerate() {
         if let Some((position, &index)) = stack
@@ -182,6 +188,17 @@ pub fn from_json_str(text: &str) -> Result<Profile, JsonError> {
         document.stacks,
         document.completeness,
     ))
+}
+
+fn check_schema(schema: Option<IgnoredOr<String>>) -> Result<(), JsonError> {
+    match schema {
+        Some(IgnoredOr::Value(id)) if id == SCHEMA_ID => Ok(()),
+        Some(IgnoredOr::Value(id)) => Err(JsonError::WrongSchema { found: Some(id) }),
+        Some(IgnoredOr::Other(_)) => Err(JsonError::WrongSchema {
+            found: Some("(not a string)".into()),
+        }),
+        None => Err(JsonError::WrongSchema { found: None }),
+    }
 }
 
 #[cfg(test)]

@@ -194,7 +194,9 @@ pub fn to_pprof(profile: &Profile) -> proto::Profile {
 
 /// Writes `profile` as gzipped pprof (`.pb.gz`).
 pub fn write_pprof_gz(profile: &Profile, writer: impl Write) -> io::Result<()> {
-    let mut encoder = GzEncoder::new(writer, Compression::default());
+    // Level 1: several times faster than the default on a 100 000-stack profile, for a few
+    // percent more bytes.
+    let mut encoder = GzEncoder::new(writer, Compression::fast());
     encoder.write_all(&to_pprof(profile).encode_to_vec())?;
     encoder.finish()?.flush()
 }

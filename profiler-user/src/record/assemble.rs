@@ -20,6 +20,12 @@ pub trait FrameResolver {
     /// Called once with every distinct stack before the per-stack calls, so that a resolver
     /// can look all addresses up in one pass per file.
     fn prefetch(&mut self, _user: &[(u32, &[u64])], _kernel: &[&[u64]]) {}
+    /// A key that is equal for two user stacks (of any processes) only if they have the same
+    /// frames, e.g. because every address maps to the same file offset; `None` (the default)
+    /// makes each process's stacks its own.
+    fn user_stack_key(&mut self, _tgid: u32, _ips: &[u64]) -> Option<u64> {
+        None
+    }
 }
 
 /// The `comm` bytes as text, up to the first NUL.
@@ -42,7 +48,9 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
     };
     // The same kernel stack recurs across processes, the same user stack within one.
     let mut kernel_cache: HashMap<i32, (Vec<FrameId>, u64)> = HashMap::new();
-    let mut user_cache: HashMap<(u32, i32), (Vec<FrameId>, u64)> = HashMap::new();
+    // A process forked a thousand times has the same stacks a thousand times: keyed by where
+    // the addresses lead, not by process, they are symbolized and interned once.
+    let mut user_cache: HashMap<(i32, UserKey), (Vec<FrameId>, u64)> = HashMap::new();
     prefetch(raw, resolver);
     for (key, count) in &raw.counts {
         let SampleKey {
@@ -57,8 +65,12 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
         let mut frames = Vec::new();
         if let Some(ips) = stack(raw, user_stack_id) {
             truncated |= ips.len() >= MAX_STACK_DEPTH;
+            let key = match resolver.user_stack_key(tgid, ips) {
+                Some(key) => UserKey::Locations(key),
+                None => UserKey::Process(tgid),
+            };
             let (ids, unknown) = user_cache
-                .entry((tgid, user_stack_id))
+                .entry((user_stack_id, key))
                 .or_insert_with(|| intern_root_first(&mut profile, resolver.user_frames(tgid, ips)))
                 .clone();
             completeness.frames_unsymbolized += unknown * count;
@@ -89,6 +101,15 @@ pub fn assemble(raw: &RawSamples, meta: ProfileMeta, resolver: &mut impl FrameRe
     profile.merge_identical_stacks();
     profile.completeness = completeness;
     profile
+}
+
+/// What makes two user stacks with the same stack id symbolize alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum UserKey {
+    /// [`FrameResolver::user_stack_key`].
+    Locations(u64),
+    /// The same process.
+    Process(u32),
 }
 
 fn prefetch(raw: &RawSamples, resolver: &mut impl FrameResolver) {

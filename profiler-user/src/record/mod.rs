@@ -25,7 +25,7 @@ use crate::{
     launch::{ExitStatus, LaunchError},
     probes::{self, CpuSampler, MapSizes, OffCpuTracer, ProbeError},
     profile::{Frame, Profile, ProfileMeta, WeightUnit},
-    symbolize::{AddressSpaces, Symbolizer},
+    symbolize::{AddressSpaces, SymbolDetail, Symbolizer},
 };
 
 /// What to record.
@@ -68,6 +68,9 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     /// Map capacities.
     pub map_sizes: MapSizes,
+    /// Whether frames need source files and lines (JSON, pprof) or names only (flamegraphs,
+    /// folded stacks), which spares reading DWARF.
+    pub symbols: SymbolDetail,
 }
 
 /// A finished recording.
@@ -104,6 +107,16 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Records until the command exits, the duration passes or `stop` becomes true.
 pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, RecordError> {
+    record_with(opts, stop, &mut Symbolizer::with_detail(opts.symbols))
+}
+
+/// [`record`] with a symbolizer that keeps what it learned for the next recording (kernel
+/// symbols, the files of a command run again); its detail wins over `opts.symbols`.
+pub fn record_with(
+    opts: &RecordOptions,
+    stop: &AtomicBool,
+    symbolizer: &mut Symbolizer,
+) -> Result<Recording, RecordError> {
     let sampling = opts.mode != RecordMode::OffCpu;
     let blocking = opts.mode != RecordMode::Cpu;
     if sampling && (opts.frequency_hz == 0 || opts.frequency_hz > max_sample_rate()) {
@@ -175,7 +188,7 @@ pub fn record(opts: &RecordOptions, stop: &AtomicBool) -> Result<Recording, Reco
     };
     let mut resolver = Resolver {
         spaces: &spaces,
-        symbolizer: Symbolizer::new(),
+        symbolizer,
     };
     let mut profile = build_profile(meta, on_cpu.as_ref(), off_cpu.as_ref(), &mut resolver);
     profile.completeness.mapping_records_lost = mapping_stats.lost;
@@ -221,7 +234,7 @@ fn max_sample_rate() -> u64 {
 /// The symbolizer behind [`FrameResolver`].
 struct Resolver<'a> {
     spaces: &'a AddressSpaces,
-    symbolizer: Symbolizer,
+    symbolizer: &'a mut Symbolizer,
 }
 
 impl FrameResolver for Resolver<'_> {
@@ -233,9 +246,13 @@ impl FrameResolver for Resolver<'_> {
         self.symbolizer.symbolize_kernel(ips)
     }
 
+    fn user_stack_key(&mut self, tgid: u32, ips: &[u64]) -> Option<u64> {
+        Some(Symbolizer::location_key(self.spaces, tgid, ips))
+    }
+
     fn prefetch(&mut self, user: &[(u32, &[u64])], kernel: &[&[u64]]) {
         // Results are cached by address; the per-stack calls that follow are cache hits.
-        let _ = self.symbolizer.symbolize_user_batch(self.spaces, user);
-        let _ = self.symbolizer.symbolize_kernel_batch(kernel);
+        self.symbolizer.prefetch_user(self.spaces, user);
+        self.symbolizer.prefetch_kernel(kernel);
     }
 }

@@ -178,19 +178,74 @@ impl EndWatch {
         Ok(Progress::Running)
     }
 
-    /// Checks every `poll` until the session is over.
+    /// Checks every `poll` until the session is over. Without a command there is nothing to
+    /// poll: it sleeps until the deadline, in steps of [`IDLE_STEP`], and SIGINT or SIGTERM cut
+    /// the sleep short (threads that must not take those signals block them, see
+    /// `collect::mappings`), so a long system-wide recording wakes a few times a second, not
+    /// fifty.
     pub fn wait(
         &mut self,
         stop: &AtomicBool,
         poll: Duration,
     ) -> Result<Option<ExitStatus>, RecordError> {
+        // Wakes the moment the command exits, instead of up to `poll` later (each run of
+        // `ci run` pays that delay).
+        let exit_fd = self.child.and_then(pidfd_open);
         loop {
             if let Progress::Done(status) = self.check(stop)? {
                 return Ok(status);
             }
-            std::thread::sleep(poll);
+            if let Some(fd) = &exit_fd {
+                wait_readable(fd, poll);
+            } else if self.child.is_some() {
+                std::thread::sleep(poll);
+            } else {
+                let left = self
+                    .duration
+                    .map_or(IDLE_STEP, |d| d.saturating_sub(self.started.elapsed()));
+                sleep_interruptibly(left.min(IDLE_STEP));
+            }
         }
     }
+}
+
+/// Longest sleep between two looks at the stop flag when no command runs: a signal that lands
+/// just before a sleep starts (not interrupting it) is noticed this late at worst.
+pub const IDLE_STEP: Duration = Duration::from_millis(250);
+
+/// Sleeps for `duration` unless a signal handler runs first; unlike `std::thread::sleep`, an
+/// interrupted sleep is not resumed.
+fn sleep_interruptibly(duration: Duration) {
+    let request = libc::timespec {
+        tv_sec: duration.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: duration.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `request` is a valid timespec; the remaining time is not wanted (null).
+    unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
+}
+
+/// A descriptor that becomes readable when process `pid` exits (Linux 5.3+).
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a fresh descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until `fd` is readable, `timeout` passes or a signal handler runs.
+fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: Duration) {
+    use std::os::fd::AsRawFd as _;
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = i32::try_from(timeout.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1);
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pollfd, 1, millis) };
 }
 
 /// What a target is, in words.
@@ -215,5 +270,50 @@ pub fn describe(target: &RecordTarget) -> String {
                 .join(",")
         ),
         RecordTarget::All => "all".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(duration: Option<Duration>) -> EndWatch {
+        EndWatch {
+            child: None,
+            duration,
+            started: Instant::now(),
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn without_a_command_the_deadline_ends_the_wait() {
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let status = watch(Some(Duration::from_millis(120)))
+            .wait(&stop, Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(status, None);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(120) && took < Duration::from_millis(120) + IDLE_STEP,
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_command_the_stop_flag_is_seen_within_one_step() {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let setter = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let started = Instant::now();
+        watch(None).wait(&stop, Duration::from_millis(20)).unwrap();
+        setter.join().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(50) + 2 * IDLE_STEP);
     }
 }

@@ -11,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
+        Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -120,8 +121,8 @@ struct Prepared {
 
 /// The policy of the last run, while its file is unchanged: a batch of runs parses it once.
 fn load_policy(path: &Path) -> Result<CompiledPolicy, SandboxError> {
-    static LAST: std::sync::Mutex<Option<(PathBuf, std::time::SystemTime, CompiledPolicy)>> =
-        std::sync::Mutex::new(None);
+    static LAST: Mutex<Option<(PathBuf, std::time::SystemTime, CompiledPolicy)>> =
+        Mutex::new(None);
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut last = LAST
         .lock()
@@ -175,22 +176,45 @@ fn prepare(opts: &SandboxOptions) -> Result<Prepared, SandboxError> {
     })
 }
 
+/// The guard's pinned maps, opened once per process (a batch of runs shares them); the first
+/// use attaches the programs (or adopts them) and reaps runs left behind.
+struct Kernel {
+    guard: GuardMaps,
+    runs: RunMaps,
+}
+
+fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
+    static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
+    if let Some(kernel) = KERNEL.get() {
+        return Ok(kernel);
+    }
+    let parent = sandboxes_parent_v2_dir()?;
+    let (_, dir, _) = attach(&parent)?;
+    let mut kernel = Kernel {
+        guard: GuardMaps::open(&dir)?,
+        runs: RunMaps::open(&dir)?,
+    };
+    reap_stale(&mut kernel);
+    Ok(KERNEL.get_or_init(|| Mutex::new(kernel)))
+}
+
+fn lock(kernel: &Mutex<Kernel>) -> std::sync::MutexGuard<'_, Kernel> {
+    kernel.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The run's entries in the guard's maps; removed on drop.
 struct Registered {
-    dir: PathBuf,
+    kernel: &'static Mutex<Kernel>,
     id: u64,
     run: GuardRun,
     fs: Vec<(u32, profiler_common::GuardFsKey, u32)>,
-    maps: RunMaps,
+    allow: Vec<(u32, profiler_common::GuardAllowKey)>,
 }
 
 impl Registered {
     fn new(prepared: &Prepared, id: u64) -> Result<Self, SandboxError> {
-        let parent = sandboxes_parent_v2_dir()?;
-        let (_, dir, _) = attach(&parent)?;
-        reap_stale(&dir);
+        let kernel = kernel()?;
         let entries = network_entries(&prepared.policy.network, prepared.mode, id);
-        GuardMaps::open(&dir)?.set_policy(id, entries.policy, &entries.allow)?;
         let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
         let fs = if prepared.mode == Mode::Audit {
             let paths = prepared
@@ -200,21 +224,58 @@ impl Registered {
         } else {
             Vec::new()
         };
-        let mut maps = RunMaps::open(&dir)?;
-        maps.insert(id, &run, &fs)?;
-        Ok(Self {
-            dir,
+        let registered = Self {
+            kernel,
             id,
             run,
             fs,
-            maps,
-        })
+            allow: entries.allow,
+        };
+        let mut maps = lock(kernel);
+        // A fresh cgroup id: no entries of an earlier holder of the id are left (runs are
+        // removed with theirs, and a dead flamewarden's runs are reaped), nothing to clear.
+        maps.guard
+            .insert_policy(id, entries.policy, &registered.allow)?;
+        maps.runs.insert(id, &registered.run, &registered.fs)?;
+        drop(maps);
+        Ok(registered)
+    }
+
+    /// Sets the run's start time to now.
+    fn restart(&mut self) -> Result<(), SandboxError> {
+        self.run.start_ns = monotonic_ns();
+        lock(self.kernel).runs.insert(self.id, &self.run, &[])?;
+        Ok(())
+    }
+
+    /// Notes a process of the run (the command; the kernel notes the ones it forks).
+    fn add_pid(&self, pid: u32) -> Result<(), SandboxError> {
+        lock(self.kernel).runs.add_pid(pid, self.id)?;
+        Ok(())
+    }
+
+    /// The run's entry with the kernel's state.
+    fn state(&self) -> Option<GuardRun> {
+        lock(self.kernel).runs.state(self.id)
+    }
+
+    /// The violations the kernel recorded.
+    fn violations(&self) -> Vec<profiler_common::GuardViolation> {
+        lock(self.kernel).runs.violations(self.id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut maps = lock(self.kernel);
+        maps.runs.remove(self.id, &self.fs);
+        maps.guard.remove_policy_entries(self.id, &self.allow);
     }
 }
 
 /// Kills and removes the runs of a flamewarden that died (SIGKILL, a crash) with their map
 /// entries: a run's name carries the pid of the flamewarden that made it.
-fn reap_stale(dir: &Path) {
+fn reap_stale(kernel: &mut Kernel) {
     let Ok(names) = RunCgroup::run_names() else {
         return;
     };
@@ -232,33 +293,11 @@ fn reap_stale(dir: &Path) {
         if let Ok(Some(run)) = RunCgroup::adopt(&name) {
             tracing::info!(run = %name, "removing a run whose flamewarden is gone");
             let id = run.id();
-            if let Ok(mut maps) = RunMaps::open(dir) {
-                maps.remove_all(id);
-            }
-            if let Ok(mut maps) = GuardMaps::open(dir) {
-                let _ = maps.remove_policy(id);
-            }
+            kernel.runs.remove_all(id);
+            let _ = kernel.guard.remove_policy(id);
             if let Err(e) = run.remove() {
                 tracing::warn!(run = %name, error = %e, "cannot remove a stale run");
             }
-        }
-    }
-}
-
-impl Registered {
-    /// Sets the run's start time to now.
-    fn restart(&mut self) -> Result<(), SandboxError> {
-        self.run.start_ns = monotonic_ns();
-        self.maps.insert(self.id, &self.run, &[])?;
-        Ok(())
-    }
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.maps.remove(self.id, &self.fs);
-        if let Ok(mut maps) = GuardMaps::open(&self.dir) {
-            let _ = maps.remove_policy(self.id);
         }
     }
 }
@@ -331,6 +370,7 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         let _ = wait(pid, true);
         return Err(e.into());
     }
+    registered.add_pid(child.pid)?;
     // Times in the verdict count from here.
     registered.restart()?;
     let started = Instant::now();
@@ -354,24 +394,29 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     // Whatever is left (background processes, a fork bomb's children) ends with the run.
     cgroup.kill_all();
     let usage = cgroup.usage();
-    let state = registered
-        .maps
-        .state(registered.id)
-        .unwrap_or(registered.run);
-    let recorded = registered.maps.violations(registered.id);
-    let violations = if recorded.is_empty() {
+    let state = registered.state().unwrap_or(registered.run);
+    let recorded = registered.violations();
+    let violations: Vec<Violation> = if recorded.is_empty() {
         Vec::new()
     } else {
         let symbolizer = StackSymbolizer::new(&command_files(&prepared.program));
+        let paths = prepared
+            .policy
+            .resolve_paths(&prepared.workdir, &prepared.program)
+            .unwrap_or_default();
+        let ctx = verdict::DecodeContext::new(&prepared.policy, &prepared.workdir, &paths);
         recorded
             .iter()
             .filter_map(|v| {
                 let frames = (v.stack_bytes as usize / 32).min(v.stack.len());
                 let stack = symbolizer.symbolize(&v.stack[..frames]);
-                verdict::decode(v, &registered.run, &prepared.policy, stack)
+                verdict::decode(v, &registered.run, &ctx, stack)
             })
             .collect()
     };
+    // Records no rule explains (a relative path that stays allowed, a call that failed for
+    // its own reasons) are not violations.
+    let unexplained = (recorded.len() - violations.len()) as u64;
     drop(registered);
     let cleanup = cgroup.remove();
 
@@ -402,7 +447,9 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
                 .iter()
                 .any(|v: &Violation| !v.rule.starts_with("limits.")));
     let mut violations = violations;
-    violations.extend(hit.violations(wall.as_secs_f64() * 1e3));
+    let limit_violations = hit.violations(wall.as_secs_f64() * 1e3);
+    let limit_count = limit_violations.len() as u64;
+    violations.extend(limit_violations);
     let interrupted = ended.interrupted;
     let mut message = interrupted
         .then(|| "interrupted: the run was stopped by a signal to flamewarden".to_owned());
@@ -419,7 +466,7 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         output_bytes: ended.output_bytes,
         mode: mode_name(prepared.mode),
         policy: opts.policy.display().to_string(),
-        violations_total: u64::from(state.violations),
+        violations_total: u64::from(state.violations).saturating_sub(unexplained) + limit_count,
         violations_lost: u64::from(state.lost)
             + u64::from(state.violations)
                 .saturating_sub(u64::from(profiler_common::GUARD_VIOLATION_SLOTS)),
@@ -575,7 +622,7 @@ fn supervise(
             outcome.cpu_time = true;
             end = true;
         }
-        if let Some(state) = registered.maps.state(registered.id)
+        if let Some(state) = registered.state()
             && state.tripped & (TRIP_FORK_RATE | TRIP_KILLED | TRIP_TASKS) != 0
         {
             end = true;

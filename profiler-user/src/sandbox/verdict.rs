@@ -1,17 +1,20 @@
 //! The verdict of a sandbox run (see docs/sandbox.md): status, resources and violations. Pure:
 //! the violations the kernel recorded are decoded here into rules and arguments.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
 
 use profiler_common::{
-    FS_EXECUTE, FS_WRITE, GUARD_RULE_DENY_ALL, GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET,
+    FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_RULE_DENY_ALL, GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET,
     GUARD_RULE_RAW_SOCKET, GuardHook, GuardRun, GuardSyscallClass as Class, GuardViolation,
     VIOLATION_AUDITED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
 };
 use serde::Serialize;
 
 use crate::{
-    policy::{ArgCheck, ArgTest, CompiledPolicy, SyscallAction},
+    policy::{ArgCheck, ArgTest, CompiledPolicy, ResolvedPath, SyscallAction},
     syscalls::names::{errno_name, syscall_name},
 };
 
@@ -201,14 +204,93 @@ fn seccomp_rule(policy: &CompiledPolicy, nr: u32, args: &[u64; 6]) -> Option<Str
     Some(name.split('[').next().unwrap_or(name).to_owned())
 }
 
-/// Decodes one recorded violation of a run configured as `run` from `policy`; `None` for a
-/// recorded failure that no rule explains (a call that failed for its own reasons).
+/// What decoding a run's violations needs besides the kernel's records.
+pub struct DecodeContext<'a> {
+    /// The run's policy.
+    pub policy: &'a CompiledPolicy,
+    /// The run's work directory (relative paths resolve there).
+    pub workdir: &'a Path,
+    /// The allowed trees, resolved through symlinks, with their rights.
+    pub allowed: Vec<(PathBuf, u32)>,
+}
+
+impl<'a> DecodeContext<'a> {
+    /// The context of a run; `paths` are the policy's resolved paths for it.
+    pub fn new(policy: &'a CompiledPolicy, workdir: &'a Path, paths: &[ResolvedPath]) -> Self {
+        let allowed = paths
+            .iter()
+            .map(|p| {
+                let real = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
+                let mut bits = 0;
+                if p.access.read {
+                    bits |= FS_READ;
+                }
+                if p.access.write {
+                    bits |= FS_WRITE;
+                }
+                if p.access.execute {
+                    bits |= FS_EXECUTE;
+                }
+                (real, bits)
+            })
+            .collect();
+        Self {
+            policy,
+            workdir,
+            allowed,
+        }
+    }
+
+    /// Whether `real` (a resolved path) lies in allowed trees granting every right of `access`.
+    fn allows(&self, real: &Path, access: u32) -> bool {
+        let granted = self
+            .allowed
+            .iter()
+            .filter(|(tree, _)| real.starts_with(tree))
+            .fold(0, |acc, (_, bits)| acc | bits);
+        access & (FS_READ | FS_WRITE | FS_EXECUTE) & !granted == 0
+    }
+}
+
+/// A connect or bind Landlock refused (`EACCES`; TCP rules): the policy's network rule.
+fn landlock_network(policy: &CompiledPolicy, v: &GuardViolation) -> Option<String> {
+    let rule = if policy.network.deny_all {
+        "network.deny_all"
+    } else {
+        "network.not_allowed"
+    };
+    let _ = v;
+    Some(rule.to_owned())
+}
+
+/// The address of a recorded `sockaddr_in`/`sockaddr_in6` argument.
+fn sockaddr(v: &GuardViolation) -> Option<String> {
+    let raw = &v.path[..(v.path_len as usize).min(v.path.len())];
+    let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
+    let port = u16::from_be_bytes([*raw.get(2)?, *raw.get(3)?]);
+    match family {
+        2 => {
+            let a = raw.get(4..8)?;
+            Some(format!("{}:{port}", Ipv4Addr::new(a[0], a[1], a[2], a[3])))
+        }
+        10 => {
+            let a: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+            Some(format!("[{}]:{port}", Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
+}
+
+/// Decodes one recorded violation of a run configured as `run`; `None` for a recorded call
+/// that no rule explains (a call that failed for its own reasons, a relative path that stays
+/// in the allowed trees).
 pub fn decode(
     v: &GuardViolation,
     run: &GuardRun,
-    policy: &CompiledPolicy,
+    ctx: &DecodeContext<'_>,
     stack: Vec<String>,
 ) -> Option<Violation> {
+    let policy = ctx.policy;
     let kind = Class::kind(v.class);
     let errno = (-4095..0)
         .contains(&v.ret)
@@ -231,8 +313,12 @@ pub fn decode(
     } else if bitmap_has(&run.deny, v.nr) || bitmap_has(&run.deny_if, v.nr) {
         (seccomp_rule(policy, v.nr, &v.args)?, args_text(v))
     } else if kind == Class::NET && v.ret == -13 {
-        // EACCES from seccomp's socket rules (a cgroup hook refuses with EPERM).
-        (seccomp_rule(policy, v.nr, &v.args)?, args_text(v))
+        // EACCES: seccomp's socket rules, or Landlock's TCP rules on connect and bind (a cgroup
+        // hook refuses with EPERM).
+        match seccomp_rule(policy, v.nr, &v.args) {
+            Some(rule) => (rule, args_text(v)),
+            None => (landlock_network(policy, v)?, sockaddr(v)),
+        }
     } else {
         match kind {
             Class::OPEN | Class::EXEC | Class::WRITE | Class::READ => {
@@ -243,7 +329,18 @@ pub fn decode(
                 } else {
                     "read"
                 };
-                (format!("filesystem.{what}"), path(v))
+                let written = path(v)?;
+                let argument = if v.access & FS_RELATIVE != 0 {
+                    // Relative (audit mode): where it leads now, and whether that is allowed.
+                    let real = std::fs::canonicalize(ctx.workdir.join(&written)).ok()?;
+                    if ctx.allows(&real, v.access) {
+                        return None;
+                    }
+                    format!("{written} -> {}", real.display())
+                } else {
+                    written
+                };
+                (format!("filesystem.{what}"), Some(argument))
             }
             Class::SIGNAL => (
                 "ipc.signal_outside".to_owned(),
@@ -385,7 +482,8 @@ mod tests {
             ..GuardRun::default()
         };
         let policy = crate::policy::parse("p.toml", "").unwrap();
-        let decoded = decode(&v, &run, &policy, vec!["main".into()]).unwrap();
+        let ctx = super::DecodeContext::new(&policy, std::path::Path::new("/tmp"), &[]);
+        let decoded = decode(&v, &run, &ctx, vec!["main".into()]).unwrap();
         assert_eq!(decoded.rule, "filesystem.read");
         assert_eq!(decoded.argument.as_deref(), Some("/etc/shadow"));
         assert_eq!(decoded.errno.as_deref(), Some("EACCES"));
@@ -403,7 +501,8 @@ mod tests {
             "[[syscalls.deny]]\nnames = [\"ptrace\"]\naction = \"errno\"\n",
         )
         .unwrap();
-        let decoded = decode(&violation(101, -1), &run, &policy, Vec::new()).unwrap();
+        let ctx = super::DecodeContext::new(&policy, std::path::Path::new("/tmp"), &[]);
+        let decoded = decode(&violation(101, -1), &run, &ctx, Vec::new()).unwrap();
         assert_eq!(decoded.rule, "syscalls.deny");
         assert_eq!(decoded.syscall.as_deref(), Some("ptrace"));
         let mut socket = violation(41, -13);
@@ -414,7 +513,8 @@ mod tests {
         )
         .unwrap();
         let run = crate::guard::run_entry::run_entry(&judge, judge.mode, 0);
-        let decoded = decode(&socket, &run, &judge, Vec::new()).unwrap();
+        let ctx = super::DecodeContext::new(&judge, std::path::Path::new("/tmp"), &[]);
+        let decoded = decode(&socket, &run, &ctx, Vec::new()).unwrap();
         assert_eq!(decoded.rule, "network.raw_socket");
     }
 }

@@ -1,18 +1,25 @@
 //! Addresses to [`Frame`]s with blazesym: each distinct (file, offset) is looked up once, with one
 //! blazesym call per file per batch, and remembered across calls.
+//!
+//! Names come from symbol tables (see [`super::elf`]); DWARF is read only for
+//! [`SymbolDetail::Lines`], to add source files and lines.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    hash::{Hash as _, Hasher as _},
+    path::Path,
+    sync::Arc,
+};
 
-use blazesym::{
-    MaybeDefault,
-    symbolize::{
-        Input, Sym, Symbolized, Symbolizer as Blaze,
-        source::{Elf, Kernel, Source},
-    },
+use blazesym::symbolize::{
+    Input, Sym, Symbolizer as Blaze,
+    source::{Elf, Source},
 };
 
 use super::{
+    elf::SymbolFile,
     events::FileKey,
+    kallsyms::resolve_kallsyms,
     maps::{AddressSpaces, FileId},
     vdso::VdsoImage,
 };
@@ -20,6 +27,17 @@ use crate::profile::{Frame, FrameKind};
 
 /// The module name of kernel frames.
 pub const KERNEL_MODULE: &str = "[kernel]";
+
+/// How much a [`Symbolizer`] finds out about each user frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SymbolDetail {
+    /// Function names from symbol tables only: all that flamegraphs and folded stacks show.
+    /// Cheap: no DWARF is read.
+    Names,
+    /// Names, plus source file and line from DWARF (JSON and pprof outputs show them).
+    #[default]
+    Lines,
+}
 
 /// Turns user and kernel stacks into frames; keeps what it learned for later calls.
 ///
@@ -31,6 +49,7 @@ pub const KERNEL_MODULE: &str = "[kernel]";
 /// [`Frame::unknown`] with its module and offset.
 pub struct Symbolizer {
     blaze: Blaze,
+    detail: SymbolDetail,
     /// Per file, frames by (looked-up) file offset.
     user: Vec<HashMap<u64, Frame>>,
     user_index: HashMap<Arc<FileKey>, usize>,
@@ -61,8 +80,13 @@ enum Slot {
 }
 
 impl Symbolizer {
-    /// A symbolizer with empty caches.
+    /// A symbolizer with empty caches that finds names, files and lines.
     pub fn new() -> Self {
+        Self::with_detail(SymbolDetail::Lines)
+    }
+
+    /// A symbolizer with empty caches that finds what `detail` asks for.
+    pub fn with_detail(detail: SymbolDetail) -> Self {
         let blaze = Blaze::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
@@ -71,6 +95,7 @@ impl Symbolizer {
             .build();
         Self {
             blaze,
+            detail,
             user: Vec::new(),
             user_index: HashMap::new(),
             kernel: HashMap::new(),
@@ -94,6 +119,43 @@ impl Symbolizer {
         spaces: &AddressSpaces,
         stacks: &[(u32, &[u64])],
     ) -> Vec<Vec<Frame>> {
+        let mut slots = self.user_slots(spaces, stacks).into_iter();
+        stacks
+            .iter()
+            .map(|(_, ips)| {
+                (&mut slots)
+                    .take(ips.len())
+                    .map(|slot| match slot {
+                        Slot::Unmapped(ip) => Frame::unknown(FrameKind::User, None, ip),
+                        Slot::File(index, offset) => self.user[index][&offset].clone(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Looks up every address of `stacks` not seen before, so that later calls for them are
+    /// cache hits; builds no frames.
+    pub fn prefetch_user(&mut self, spaces: &AddressSpaces, stacks: &[(u32, &[u64])]) {
+        self.user_slots(spaces, stacks);
+    }
+
+    /// A key equal for two stacks exactly when every address resolves to the same place (file
+    /// and offset, or the same unmapped address), so they symbolize alike: the children a
+    /// process forks share their parent's stacks this way. Looks nothing up.
+    pub fn location_key(spaces: &AddressSpaces, tgid: u32, ips: &[u64]) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for (depth, &ip) in ips.iter().enumerate() {
+            match spaces.resolve(tgid, lookup_address(depth, ip)) {
+                Some(resolved) => (resolved.file, resolved.file_offset).hash(&mut hasher),
+                None => ip.hash(&mut hasher),
+            }
+        }
+        hasher.finish()
+    }
+
+    /// Where each address of `stacks` is cached (reading what is missing, one call per file).
+    fn user_slots(&mut self, spaces: &AddressSpaces, stacks: &[(u32, &[u64])]) -> Vec<Slot> {
         let mut local: HashMap<FileId, usize> = HashMap::new();
         let mut wanted: HashMap<FileId, Vec<u64>> = HashMap::new();
         let mut slots = Vec::with_capacity(stacks.iter().map(|(_, ips)| ips.len()).sum());
@@ -125,19 +187,7 @@ impl Symbolizer {
             let frames = self.read_file(spaces, file, &offsets);
             self.user[local[&file]].extend(offsets.into_iter().zip(frames));
         }
-        let mut slots = slots.into_iter();
-        stacks
-            .iter()
-            .map(|(_, ips)| {
-                (&mut slots)
-                    .take(ips.len())
-                    .map(|slot| match slot {
-                        Slot::Unmapped(ip) => Frame::unknown(FrameKind::User, None, ip),
-                        Slot::File(index, offset) => self.user[index][&offset].clone(),
-                    })
-                    .collect()
-            })
-            .collect()
+        slots
     }
 
     /// Frames of one kernel stack, `ips` leaf first; one frame per address, in the same order.
@@ -147,8 +197,8 @@ impl Symbolizer {
             .unwrap_or_default()
     }
 
-    /// Frames of many kernel stacks, with one kallsyms lookup pass for all new addresses.
-    pub fn symbolize_kernel_batch(&mut self, stacks: &[&[u64]]) -> Vec<Vec<Frame>> {
+    /// Looks up every new address of `stacks` in one kallsyms pass; builds no frames.
+    pub fn prefetch_kernel(&mut self, stacks: &[&[u64]]) {
         let mut wanted: Vec<u64> = stacks
             .iter()
             .flat_map(|ips| {
@@ -160,27 +210,26 @@ impl Symbolizer {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        if !wanted.is_empty() {
-            let source = Source::Kernel(Kernel {
-                // kallsyms only: a vmlinux found on disk may not be the running kernel's.
-                vmlinux: MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            let results = self.blaze.symbolize(&source, Input::AbsAddr(&wanted));
-            for (i, &addr) in wanted.iter().enumerate() {
-                let sym = results
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.get(i))
-                    .and_then(Symbolized::as_sym);
-                let frame = match sym {
-                    Some(sym) => named_frame(sym, FrameKind::Kernel, KERNEL_MODULE),
-                    None => Frame::unknown(FrameKind::Kernel, Some(KERNEL_MODULE), addr),
-                };
-                self.kernel.insert(addr, frame);
-            }
+        if wanted.is_empty() {
+            return;
         }
+        // kallsyms only: a vmlinux found on disk may not be the running kernel's.
+        for (&addr, name) in wanted.iter().zip(resolve_kallsyms(&wanted)) {
+            let frame = match name {
+                Some(name) => {
+                    let mut frame = Frame::function(strip_rust_hash(&name), FrameKind::Kernel);
+                    frame.module = Some(KERNEL_MODULE.to_owned());
+                    frame
+                }
+                None => Frame::unknown(FrameKind::Kernel, Some(KERNEL_MODULE), addr),
+            };
+            self.kernel.insert(addr, frame);
+        }
+    }
+
+    /// Frames of many kernel stacks, with one kallsyms lookup pass for all new addresses.
+    pub fn symbolize_kernel_batch(&mut self, stacks: &[&[u64]]) -> Vec<Vec<Frame>> {
+        self.prefetch_kernel(stacks);
         stacks
             .iter()
             .map(|ips| {
@@ -192,7 +241,8 @@ impl Symbolizer {
             .collect()
     }
 
-    /// One blazesym call for all `offsets` (sorted) of one file; one frame per offset.
+    /// One blazesym call for all `offsets` (sorted) of one file (two with source lines); one
+    /// frame per offset.
     fn read_file(&mut self, spaces: &AddressSpaces, file: FileId, offsets: &[u64]) -> Vec<Frame> {
         let key = spaces.file(file);
         let module = key.live_path().to_string_lossy().into_owned();
@@ -204,38 +254,89 @@ impl Symbolizer {
         } else {
             Some(spaces.open_path(file))
         };
-        let results = path.and_then(|path| {
-            let mut elf = Elf::new(path);
-            match self
-                .blaze
-                .symbolize(&Source::Elf(elf.clone()), Input::FileOffset(offsets))
-            {
-                Ok(results) => Some(results),
-                Err(_) => {
-                    // Debug info blazesym cannot read (a broken debug link target, an unknown
-                    // compression) fails the whole file: the ELF symbols still name functions.
-                    elf.debug_syms = false;
-                    self.blaze
-                        .symbolize(&Source::Elf(elf), Input::FileOffset(offsets))
-                        .ok()
-                }
-            }
-        });
-        offsets
-            .iter()
-            .enumerate()
-            .map(|(i, &offset)| {
-                match results
-                    .as_ref()
-                    .and_then(|r| r.get(i))
-                    .and_then(Symbolized::as_sym)
-                {
-                    Some(sym) => named_frame(sym, FrameKind::User, &module),
-                    None => Frame::unknown(FrameKind::User, Some(&module), offset),
-                }
+        let mut frames = match &path {
+            Some(path) => self.names(path, offsets, &module),
+            None => vec![None; offsets.len()],
+        };
+        if let (Some(path), SymbolDetail::Lines) = (&path, self.detail) {
+            self.add_lines(path, offsets, &module, &mut frames);
+        }
+        frames
+            .into_iter()
+            .zip(offsets)
+            .map(|(frame, &offset)| {
+                frame.unwrap_or_else(|| Frame::unknown(FrameKind::User, Some(&module), offset))
             })
             .collect()
     }
+
+    /// Function names of `offsets` in the file at `path`, from its or its debug file's symbol
+    /// table.
+    fn names(&self, path: &Path, offsets: &[u64], module: &str) -> Vec<Option<Frame>> {
+        let mut frames = vec![None; offsets.len()];
+        let symbols = SymbolFile::locate(path);
+        let (slots, results) = match &symbols {
+            Some(symbols) => {
+                // Debug files have no usable program headers: look up virtual addresses.
+                let (slots, addrs): (Vec<usize>, Vec<u64>) = offsets
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &o)| Some((i, symbols.virt_offset(o)?)))
+                    .unzip();
+                let source = symbols_only(&symbols.path);
+                (
+                    slots,
+                    self.blaze.symbolize(&source, Input::VirtOffset(&addrs)),
+                )
+            }
+            None => {
+                let source = symbols_only(path);
+                let results = self.blaze.symbolize(&source, Input::FileOffset(offsets));
+                ((0..offsets.len()).collect(), results)
+            }
+        };
+        let Ok(results) = results else {
+            return frames;
+        };
+        for (slot, result) in slots.into_iter().zip(&results) {
+            if let Some(sym) = result.as_sym() {
+                frames[slot] = Some(named_frame(sym, FrameKind::User, module));
+            }
+        }
+        frames
+    }
+
+    /// Source files and lines from DWARF for `frames`, and names DWARF knows but no symbol
+    /// table had.
+    fn add_lines(&self, path: &Path, offsets: &[u64], module: &str, frames: &mut [Option<Frame>]) {
+        let source = Source::Elf(Elf::new(path));
+        // Debug info blazesym cannot read (a broken debug link target, an unknown compression)
+        // fails the whole file: the names from the symbol table stay.
+        let Ok(results) = self.blaze.symbolize(&source, Input::FileOffset(offsets)) else {
+            return;
+        };
+        for (frame, result) in frames.iter_mut().zip(&results) {
+            let Some(sym) = result.as_sym() else {
+                continue;
+            };
+            match frame {
+                Some(frame) => {
+                    if let Some(code) = &sym.code_info {
+                        frame.file = Some(code.to_path().to_string_lossy().into_owned());
+                        frame.line = code.line;
+                    }
+                }
+                None => *frame = Some(named_frame(sym, FrameKind::User, module)),
+            }
+        }
+    }
+}
+
+/// The ELF file at `path`, its symbol tables only.
+fn symbols_only(path: &Path) -> Source<'static> {
+    let mut elf = Elf::new(path);
+    elf.debug_syms = false;
+    Source::Elf(elf)
 }
 
 /// The leaf is where the CPU was; every other address is a return address, looked up inside the

@@ -1,0 +1,473 @@
+//! TCP connection tracing from the raw tracepoints `inet_sock_set_state`, `tcp_retransmit_skb`,
+//! `tcp_receive_reset` and `tcp_send_reset`, and per-cgroup traffic from `cgroup_skb`.
+//!
+//! Raw tracepoints hand over the `struct sock *` without filling a perf trace record first, so a
+//! state change costs a map lookup and a few reads. Every field of a kernel structure is read at
+//! an offset that user space found in the kernel's BTF and wrote into [`NET_LAYOUT`] at load
+//! time: nothing here depends on one kernel's layout.
+//!
+//! A connection is tracked from its first state (SYN_SENT for `connect`, SYN_RECV for an
+//! accepted one) to CLOSE, when it is emitted with its figures. Its owner is the task that
+//! connected, or, for an accepted connection, the first task that closes it (FIN_WAIT1 or
+//! LAST_ACK, both entered by `close`/`shutdown` in the owner's context).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    },
+    programs::{RawTracePointContext, SkBuffContext},
+};
+use profiler_common::{
+    AF_INET, AF_INET6, CONN_ACTIVE, CONN_BYTES_READ, CONN_ESTABLISHED, CONN_OWNER_KNOWN,
+    CONN_PASSIVE, CONN_TARGETED, FILTER_ALL, FILTER_CGROUPS, FILTER_NONE, FILTER_TGIDS,
+    IPPROTO_TCP, LAYOUT_IPV6, LAYOUT_SOCK_CGROUP, MAX_CGROUP_LEVEL, NetConn, NetEvent,
+    NetEventKind, NetLayout, NetStat, NetTraffic, NetTrafficKey, TASK_COMM_LEN, tcp_state,
+};
+
+use crate::{
+    maps::{TARGET_CGROUPS, TARGET_FILTER},
+    net_maps::{NET_CONFIG, NET_CONNS, NET_COUNTERS, NET_EVENTS, NET_TRAFFIC},
+    targets::{current_cgroup_id, is_current_target},
+};
+
+/// Argument positions and field offsets, found by user space in the kernel's BTF.
+#[unsafe(no_mangle)]
+static NET_LAYOUT: NetLayout = NetLayout::UNSET;
+
+/// One field of [`NET_LAYOUT`]; the volatile read stops the compiler from folding the
+/// load-time constant (the verifier still sees it as a constant: the map is read-only).
+macro_rules! layout {
+    ($field:ident) => {
+        // SAFETY: a plain u32 of a static, read by value.
+        unsafe { core::ptr::read_volatile(&raw const NET_LAYOUT.$field) }
+    };
+}
+
+fn count(stat: NetStat) {
+    if let Some(ptr) = NET_COUNTERS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe { *ptr += 1 };
+    }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel checks the access; a bad address yields an error.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
+}
+
+/// Argument `n` of a raw tracepoint that has at least `N` arguments. Each argument is read at a
+/// constant offset (the verifier refuses a context pointer moved by a register, even a known
+/// one) and no further than the `N`th (attaching fails for a program that reads past the
+/// tracepoint's arguments); the volatile reads keep the compiler from turning the selection back
+/// into pointer arithmetic.
+#[inline(always)]
+fn raw_arg<const N: usize>(ctx: &RawTracePointContext, n: u32) -> u64 {
+    let p = ctx.as_ptr() as *const u64;
+    let mut value = 0;
+    let mut i = 0;
+    while i < N {
+        // SAFETY: the tracepoint has at least `N` arguments (user space checked its BTF).
+        let arg = unsafe { core::ptr::read_volatile(p.add(i)) };
+        if i as u32 == n {
+            value = arg;
+        }
+        i += 1;
+    }
+    value
+}
+
+fn events_enabled() -> bool {
+    NET_CONFIG.get(0).is_some_and(|c| c.events != 0)
+}
+
+/// The socket's protocol (`sk_protocol` is a u16 since 5.6, a u8 before that).
+#[inline(always)]
+fn protocol(sk: u64) -> Result<u16, i64> {
+    if layout!(protocol_size) == 1 {
+        read::<u8>(sk, layout!(protocol)).map(u16::from)
+    } else {
+        read::<u16>(sk, layout!(protocol))
+    }
+}
+
+/// The cgroup id of the socket (`sk->sk_cgrp_data.cgroup->kn->id`) and its `struct cgroup`.
+#[inline(always)]
+fn sock_cgroup(sk: u64) -> Result<(u64, u64), i64> {
+    if layout!(features) & LAYOUT_SOCK_CGROUP == 0 {
+        return Ok((0, 0));
+    }
+    let cgroup: u64 = read(sk, layout!(sk_cgroup))?;
+    let kn: u64 = read(cgroup, layout!(cgroup_kn))?;
+    Ok((read(kn, layout!(kn_id))?, cgroup))
+}
+
+/// Whether an accepted connection whose socket is in `cgroup` (id `cgroup_id`) is a target by
+/// its cgroup: the cgroup or one of its ancestors is targeted.
+#[inline(always)]
+fn cgroup_targeted(cgroup: u64, cgroup_id: u64, max_level: u32) -> bool {
+    // SAFETY: the value is a plain u32 copied out at once.
+    if unsafe { TARGET_CGROUPS.get(cgroup_id) }.is_some() {
+        return true;
+    }
+    if cgroup == 0 {
+        return false;
+    }
+    let Ok(level) = read::<i32>(cgroup, layout!(cgroup_level)) else {
+        return false;
+    };
+    let ancestors = layout!(cgroup_ancestors);
+    let kn_off = layout!(cgroup_kn);
+    let id_off = layout!(kn_id);
+    let mut l = 1u32;
+    while l <= MAX_CGROUP_LEVEL {
+        if l > max_level || l as i32 >= level {
+            break;
+        }
+        let id = read::<u64>(cgroup, ancestors + l * 8)
+            .and_then(|a| read::<u64>(a, kn_off))
+            .and_then(|kn| read::<u64>(kn, id_off));
+        if let Ok(id) = id
+            // SAFETY: as above.
+            && unsafe { TARGET_CGROUPS.get(id) }.is_some()
+        {
+            return true;
+        }
+        l += 1;
+    }
+    false
+}
+
+/// Addresses and ports of the socket, into `conn`.
+#[inline(always)]
+fn read_endpoints(sk: u64, conn: *mut NetConn) {
+    let family = read::<u16>(sk, layout!(family)).unwrap_or(0);
+    let sport = u16::from_be(read::<u16>(sk, layout!(sport)).unwrap_or(0));
+    let dport = u16::from_be(read::<u16>(sk, layout!(dport)).unwrap_or(0));
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET6 && layout!(features) & LAYOUT_IPV6 != 0 {
+        saddr = read::<[u8; 16]>(sk, layout!(v6_rcv_saddr)).unwrap_or([0; 16]);
+        daddr = read::<[u8; 16]>(sk, layout!(v6_daddr)).unwrap_or([0; 16]);
+    } else if family == AF_INET {
+        let s = read::<[u8; 4]>(sk, layout!(rcv_saddr)).unwrap_or([0; 4]);
+        let d = read::<[u8; 4]>(sk, layout!(daddr)).unwrap_or([0; 4]);
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
+    // SAFETY: `conn` is a live map value owned by the caller.
+    unsafe {
+        (*conn).family = family;
+        (*conn).sport = sport;
+        (*conn).dport = dport;
+        (*conn).saddr = saddr;
+        (*conn).daddr = daddr;
+    }
+}
+
+/// Payload bytes of the socket: received minus the peer's FIN (`SOCK_DONE`), sent minus
+/// retransmitted.
+#[inline(always)]
+fn read_bytes(sk: u64, conn: *mut NetConn) {
+    let received = read::<u64>(sk, layout!(bytes_received));
+    let sent = read::<u64>(sk, layout!(bytes_sent));
+    let retrans = read::<u64>(sk, layout!(bytes_retrans));
+    let flags = read::<u64>(sk, layout!(sk_flags)).unwrap_or(0);
+    let fin = (flags >> (layout!(sock_done_bit) & 63)) & 1;
+    if let (Ok(received), Ok(sent), Ok(retrans)) = (received, sent, retrans) {
+        // SAFETY: as in `read_endpoints`.
+        unsafe {
+            (*conn).bytes_in = received.saturating_sub(fin);
+            (*conn).bytes_out = sent.saturating_sub(retrans);
+            (*conn).flags |= CONN_BYTES_READ;
+        }
+    }
+}
+
+fn emit(kind: NetEventKind, sk: u64, state: u32, error: i32, conn: *const NetConn, now: u64) {
+    let Some(mut entry) = NET_EVENTS.reserve::<NetEvent>(0) else {
+        count(NetStat::EventsLost);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to reserved ring-buffer memory of the right size, written before
+    // submit; `conn` is a live map value.
+    unsafe {
+        (*event).ts_ns = now;
+        (*event).sock = sk;
+        (*event).kind = kind as u32;
+        (*event).state = state;
+        (*event).error = error;
+        (*event)._pad = 0;
+        (*event).conn = *conn;
+    }
+    // No wake-up per event: the reader polls on a timer, which keeps the per-connection cost
+    // of a busy server down.
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+}
+
+fn new_conn(now: u64, cgroup_id: u64, flags: u32) -> NetConn {
+    NetConn {
+        start_ns: now,
+        established_ns: 0,
+        cgroup_id,
+        bytes_in: 0,
+        bytes_out: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        tgid: 0,
+        retransmits: 0,
+        syn_retransmits: 0,
+        resets_in: 0,
+        resets_out: 0,
+        flags,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        _pad: 0,
+        comm: [0; TASK_COMM_LEN],
+    }
+}
+
+/// `inet_sock_set_state(sk, oldstate, newstate)`.
+pub fn try_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let sk = raw_arg::<3>(ctx, layout!(state_sk_arg));
+    let old = raw_arg::<3>(ctx, layout!(state_old_arg)) as u32;
+    let new = raw_arg::<3>(ctx, layout!(state_new_arg)) as u32;
+    if new == tcp_state::SYN_SENT {
+        return active_open(sk);
+    }
+    if new == tcp_state::SYN_RECV && old == tcp_state::LISTEN {
+        return passive_open(sk);
+    }
+    let Some(conn) = NET_CONNS.get_ptr_mut(sk) else {
+        return Ok(());
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a live map value; the socket's state changes are serialized by its lock.
+    let flags = unsafe { (*conn).flags };
+    match new {
+        tcp_state::ESTABLISHED => {
+            // SAFETY: as above.
+            unsafe {
+                (*conn).established_ns = now;
+                (*conn).flags = flags | CONN_ESTABLISHED;
+            }
+            read_endpoints(sk, conn);
+            if flags & CONN_TARGETED != 0 && events_enabled() {
+                emit(NetEventKind::Open, sk, old, 0, conn, now);
+            }
+        }
+        tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK => {
+            if flags & CONN_OWNER_KNOWN == 0 {
+                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                let mut flags = flags | CONN_OWNER_KNOWN;
+                if flags & CONN_TARGETED == 0 && is_current_target(tgid) {
+                    flags |= CONN_TARGETED;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    (*conn).tgid = tgid;
+                    (*conn).comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+                    (*conn).flags = flags;
+                }
+            }
+        }
+        tcp_state::CLOSE => {
+            if flags & CONN_TARGETED != 0 {
+                // Established connections had theirs read at ESTABLISHED.
+                if flags & CONN_ESTABLISHED == 0 {
+                    read_endpoints(sk, conn);
+                }
+                read_bytes(sk, conn);
+                let error = read::<i32>(sk, layout!(sk_err)).unwrap_or(0);
+                emit(NetEventKind::Close, sk, old, error, conn, now);
+            }
+            let _ = NET_CONNS.remove(sk);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// CLOSE → SYN_SENT: `connect` in the connecting task's context.
+fn active_open(sk: u64) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_current_target(tgid) || protocol(sk)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flags = CONN_ACTIVE | CONN_TARGETED | CONN_OWNER_KNOWN;
+    let mut conn = new_conn(now, current_cgroup_id(), flags);
+    conn.tgid = tgid;
+    conn.comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+    // The local port is not chosen yet: endpoints are read at ESTABLISHED and CLOSE.
+    conn.family = read::<u16>(sk, layout!(family)).unwrap_or(0);
+    if NET_CONNS.insert(sk, conn, u64::from(BPF_ANY)).is_err() {
+        count(NetStat::ConnsFull);
+    }
+    Ok(())
+}
+
+/// LISTEN → SYN_RECV: a child socket of a listener, in softirq context (no owner yet).
+fn passive_open(sk: u64) -> Result<(), i64> {
+    let Some(filter) = TARGET_FILTER.get(0) else {
+        return Ok(());
+    };
+    let mode = filter.mode;
+    if mode & FILTER_NONE != 0 || protocol(sk)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let (cgroup_id, cgroup) = sock_cgroup(sk).unwrap_or((0, 0));
+    let targeted = mode == FILTER_ALL
+        || (mode & FILTER_CGROUPS != 0
+            && cgroup_targeted(cgroup, cgroup_id, filter.max_cgroup_level));
+    // With process targets the owner is only known when it closes the connection.
+    if !targeted && mode & FILTER_TGIDS == 0 {
+        return Ok(());
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flags = CONN_PASSIVE | if targeted { CONN_TARGETED } else { 0 };
+    let mut conn = new_conn(now, cgroup_id, flags);
+    conn.family = read::<u16>(sk, layout!(family)).unwrap_or(0);
+    if NET_CONNS.insert(sk, conn, u64::from(BPF_ANY)).is_err() {
+        count(NetStat::ConnsFull);
+    }
+    Ok(())
+}
+
+/// `tcp_retransmit_skb(sk, skb, ...)`.
+pub fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let sk = raw_arg::<2>(ctx, layout!(retransmit_sk_arg));
+    let Some(conn) = NET_CONNS.get_ptr_mut(sk) else {
+        return Ok(());
+    };
+    let state = u32::from(read::<u8>(sk, layout!(state)).unwrap_or(0));
+    // SAFETY: a live map value; retransmissions run under the socket's lock.
+    let flags = unsafe {
+        (*conn).retransmits += 1;
+        if state == tcp_state::SYN_SENT || state == tcp_state::SYN_RECV {
+            (*conn).syn_retransmits += 1;
+        }
+        (*conn).flags
+    };
+    if flags & CONN_TARGETED != 0 && events_enabled() {
+        // Before ESTABLISHED the endpoints were not read yet (SYN retransmissions).
+        if flags & CONN_ESTABLISHED == 0 {
+            read_endpoints(sk, conn);
+        }
+        // SAFETY: a helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        emit(NetEventKind::Retransmit, sk, state, 0, conn, now);
+    }
+    Ok(())
+}
+
+/// `tcp_receive_reset(sk)`.
+pub fn try_receive_reset(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let sk = raw_arg::<1>(ctx, layout!(receive_reset_sk_arg));
+    if let Some(conn) = NET_CONNS.get_ptr_mut(sk) {
+        // SAFETY: a live map value.
+        unsafe { (*conn).resets_in += 1 };
+    }
+    Ok(())
+}
+
+/// `tcp_send_reset(sk, skb, reason)`: `sk` is NULL (or not a full socket) when no connection
+/// exists, e.g. for a SYN to a closed port.
+pub fn try_send_reset(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let sk = raw_arg::<2>(ctx, layout!(send_reset_sk_arg));
+    match NET_CONNS.get_ptr_mut(sk) {
+        // SAFETY: a live map value.
+        Some(conn) => unsafe { (*conn).resets_out += 1 },
+        None => count(NetStat::UntrackedResets),
+    }
+    Ok(())
+}
+
+const ETH_P_IP_BE: u32 = 0x0008;
+const ETH_P_IPV6_BE: u32 = 0xdd86;
+
+/// `cgroup_skb` ingress/egress: adds the packet to its socket cgroup's traffic; always lets
+/// it pass.
+#[inline(always)]
+pub fn count_traffic(ctx: &SkBuffContext, direction: u32) {
+    let Some(filter) = TARGET_FILTER.get(0) else {
+        return;
+    };
+    let mode = filter.mode;
+    if mode & FILTER_NONE != 0 {
+        return;
+    }
+    let skb = ctx.skb.skb;
+    // SAFETY: the context pointer of this cgroup_skb program.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    // Cgroup targets only: filter here; with process targets every cgroup is counted and user
+    // space keeps those of the target processes.
+    if mode & FILTER_CGROUPS != 0 && mode & FILTER_TGIDS == 0 && !skb_targeted(ctx, cgroup_id) {
+        return;
+    }
+    // SAFETY: readable fields of the context.
+    let (protocol, len, segs) = unsafe { ((*skb).protocol, (*skb).len, (*skb).gso_segs) };
+    let family = match protocol {
+        ETH_P_IP_BE => u32::from(AF_INET),
+        ETH_P_IPV6_BE => u32::from(AF_INET6),
+        _ => 0,
+    };
+    let key = NetTrafficKey {
+        cgroup_id,
+        direction,
+        family,
+    };
+    let packets = if segs == 0 { 1 } else { u64::from(segs) };
+    match NET_TRAFFIC.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        Some(t) => unsafe {
+            (*t).bytes += u64::from(len);
+            (*t).packets += packets;
+        },
+        None => {
+            let t = NetTraffic {
+                bytes: u64::from(len),
+                packets,
+            };
+            if NET_TRAFFIC.insert(key, t, u64::from(BPF_NOEXIST)).is_err() {
+                // Another packet of this key on this CPU cannot have raced us: full.
+                count(NetStat::TrafficFull);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn skb_targeted(ctx: &SkBuffContext, cgroup_id: u64) -> bool {
+    // SAFETY: the value is a plain u32 copied out at once.
+    if unsafe { TARGET_CGROUPS.get(cgroup_id) }.is_some() {
+        return true;
+    }
+    let max_level = TARGET_FILTER.get(0).map_or(0, |f| f.max_cgroup_level);
+    let mut level = 1;
+    while level <= MAX_CGROUP_LEVEL {
+        if level > max_level {
+            break;
+        }
+        // SAFETY: the context pointer of this cgroup_skb program.
+        let ancestor = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) };
+        if ancestor == 0 || ancestor == cgroup_id {
+            break;
+        }
+        // SAFETY: as above.
+        if unsafe { TARGET_CGROUPS.get(ancestor) }.is_some() {
+            return true;
+        }
+        level += 1;
+    }
+    false
+}

@@ -1,0 +1,356 @@
+//! `/metrics`: the node's syscall statistics, guard violations and the daemon's own cost in the
+//! Prometheus text format, encoded by `prometheus-client` from plain snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use super::{node::SyscallView, syscalls::SyscallTotals};
+use crate::syscalls::syscall_name;
+
+/// Label value of the cgroups beyond the top N.
+pub const OTHER: &str = "other";
+
+/// Upper bounds of the latency histogram, as powers of two of ns (every second log2 bucket of
+/// the kernel's histogram, so that each bound is exact).
+const BOUNDS_LOG2: [u32; 12] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32];
+
+/// The daemon's own cost.
+#[derive(Clone, Debug, Default)]
+pub struct SelfStats {
+    /// CPU time, s.
+    pub cpu_seconds: f64,
+    /// Resident set, bytes.
+    pub rss_bytes: u64,
+    /// Per BPF program: (name, run time ns, runs).
+    pub programs: Vec<(String, u64, u64)>,
+    /// Whether the kernel's BPF run-time statistics are on.
+    pub bpf_stats_enabled: bool,
+}
+
+/// Everything `/metrics` shows, as plain data.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    /// Per (cgroup label, syscall name).
+    pub syscalls: BTreeMap<(String, String), SyscallTotals>,
+    /// Syscall events lost and map-full counts.
+    pub syscall_events_lost: u64,
+    /// Syscall statistics not recorded because the map was full.
+    pub syscall_map_full: u64,
+    /// Guard violations by (rule, action).
+    pub violations: BTreeMap<(String, String), u64>,
+    /// Guard events lost.
+    pub guard_events_lost: u64,
+    /// Guarded sandboxes now.
+    pub sandboxes: u64,
+    /// Failed guard attaches and detaches.
+    pub guard_attach_errors: u64,
+    /// Successful reloads.
+    pub config_reloads: u64,
+    /// Refused reloads.
+    pub config_reload_errors: u64,
+    /// The daemon's own cost.
+    pub own: SelfStats,
+}
+
+/// Folds the per-cgroup totals into the top `top_n` cgroups by call count (labelled by path)
+/// and `other`.
+pub fn top_cgroups(view: &SyscallView, top_n: usize) -> BTreeMap<(String, String), SyscallTotals> {
+    let mut by_cgroup: HashMap<u64, u64> = HashMap::new();
+    for ((cgroup, _), t) in &view.totals {
+        *by_cgroup.entry(*cgroup).or_default() += t.count;
+    }
+    let mut ranked: Vec<(u64, u64)> = by_cgroup.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: HashMap<u64, String> = ranked
+        .iter()
+        .take(top_n)
+        .map(|(id, _)| {
+            let label = view
+                .names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("cgroup-{id}"));
+            (*id, label)
+        })
+        .collect();
+    let mut out: BTreeMap<(String, String), SyscallTotals> = BTreeMap::new();
+    for ((cgroup, nr), t) in &view.totals {
+        let label = top.get(cgroup).cloned().unwrap_or_else(|| OTHER.to_owned());
+        let entry = out
+            .entry((label, syscall_name(*nr).into_owned()))
+            .or_default();
+        entry.count += t.count;
+        entry.errors += t.errors;
+        entry.total_ns += t.total_ns;
+        for (a, b) in entry.hist.iter_mut().zip(&t.hist) {
+            *a += b;
+        }
+    }
+    out
+}
+
+/// The classic buckets (upper bound in s, calls in the bucket) of a log2 ns histogram.
+pub fn buckets(hist: &[u64]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(BOUNDS_LOG2.len() + 1);
+    let mut from = 0;
+    for bound in BOUNDS_LOG2 {
+        // Kernel bucket i holds [2^i, 2^(i+1)): those below 2^bound are buckets < bound.
+        let to = (bound as usize).min(hist.len());
+        out.push(((1u64 << bound) as f64 / 1e9, hist[from..to].iter().sum()));
+        from = to;
+    }
+    out.push((f64::INFINITY, hist[from..].iter().sum()));
+    out
+}
+
+type Labels = Vec<(String, String)>;
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per_syscall = |f: fn(&SyscallTotals) -> u64| -> Vec<(Labels, f64)> {
+            self.syscalls
+                .iter()
+                .map(|((cgroup, syscall), t)| {
+                    let labels = vec![
+                        ("cgroup".to_owned(), cgroup.clone()),
+                        ("syscall".to_owned(), syscall.clone()),
+                    ];
+                    (labels, f(t) as f64)
+                })
+                .collect()
+        };
+        counter(
+            &mut e,
+            "flamewarden_syscalls",
+            "Completed syscalls per cgroup (top N by calls, then `other`) and syscall.",
+            &per_syscall(|t| t.count),
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_syscall_errors",
+            "Syscalls that returned an error, per cgroup and syscall.",
+            &per_syscall(|t| t.errors),
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "flamewarden_syscall_duration_seconds",
+                "Syscall latency per cgroup and syscall.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for ((cgroup, syscall), t) in &self.syscalls {
+                let labels = vec![
+                    ("cgroup".to_owned(), cgroup.clone()),
+                    ("syscall".to_owned(), syscall.clone()),
+                ];
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        t.total_ns as f64 / 1e9,
+                        t.count,
+                        &buckets(&t.hist),
+                        None,
+                    )?;
+            }
+        }
+        let violations: Vec<(Labels, f64)> = self
+            .violations
+            .iter()
+            .map(|((rule, action), n)| {
+                let labels = vec![
+                    ("rule".to_owned(), rule.clone()),
+                    ("action".to_owned(), action.clone()),
+                ];
+                (labels, *n as f64)
+            })
+            .collect();
+        counter(
+            &mut e,
+            "flamewarden_guard_violations",
+            "Guard violations read from the sandboxes the daemon guards, by rule and action.",
+            &violations,
+        )?;
+        let buffer = |name: &str, n: u64| (vec![("buffer".to_owned(), name.to_owned())], n as f64);
+        counter(
+            &mut e,
+            "flamewarden_events_lost",
+            "Events the kernel dropped because a ring buffer was full, per buffer.",
+            &[
+                buffer("guard", self.guard_events_lost),
+                buffer("syscalls", self.syscall_events_lost),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_map_full_errors",
+            "Updates lost because a BPF map was full.",
+            &[(
+                vec![("map".to_owned(), "syscall_stats".to_owned())],
+                self.syscall_map_full as f64,
+            )],
+        )?;
+        gauge(
+            &mut e,
+            "flamewarden_guarded_sandboxes",
+            "Sandbox cgroups the guard is attached to.",
+            self.sandboxes as f64,
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_guard_attach_errors",
+            "Guard attaches and detaches that failed.",
+            &[(Vec::new(), self.guard_attach_errors as f64)],
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_config_reloads",
+            "Configurations reloaded on SIGHUP.",
+            &[(Vec::new(), self.config_reloads as f64)],
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_config_reload_errors",
+            "Reloads refused because the new configuration was invalid (the old one stays).",
+            &[(Vec::new(), self.config_reload_errors as f64)],
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_daemon_cpu_seconds",
+            "CPU time (user + system) of the daemon.",
+            &[(Vec::new(), self.own.cpu_seconds)],
+        )?;
+        gauge(
+            &mut e,
+            "flamewarden_daemon_resident_memory_bytes",
+            "Resident set size of the daemon.",
+            self.own.rss_bytes as f64,
+        )?;
+        gauge(
+            &mut e,
+            "flamewarden_bpf_stats_enabled",
+            "1 when the kernel's BPF run-time statistics are on.",
+            f64::from(u8::from(self.own.bpf_stats_enabled)),
+        )?;
+        let program = |name: &str, v: f64| (vec![("program".to_owned(), name.to_owned())], v);
+        let run_time: Vec<(Labels, f64)> = self
+            .own
+            .programs
+            .iter()
+            .map(|(name, ns, _)| program(name, *ns as f64 / 1e9))
+            .collect();
+        let runs: Vec<(Labels, f64)> = self
+            .own
+            .programs
+            .iter()
+            .map(|(name, _, n)| program(name, *n as f64))
+            .collect();
+        counter(
+            &mut e,
+            "flamewarden_bpf_program_run_seconds",
+            "Time the kernel spent running flamewarden's BPF programs (kernel.bpf_stats_enabled).",
+            &run_time,
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_bpf_program_runs",
+            "How often flamewarden's BPF programs ran.",
+            &runs,
+        )
+    }
+}
+
+/// The exposition in the Prometheus text format (version 0.0.4).
+pub fn render(exposition: Exposition) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(exposition));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_histogram_folds_into_exact_classic_buckets() {
+        let mut hist = [0u64; profiler_common::LATENCY_BUCKETS];
+        hist[3] = 5; // 8-16 ns
+        hist[10] = 2; // 1024-2048 ns: not below 2^10
+        hist[39] = 1;
+        let b = buckets(&hist);
+        assert_eq!(b[0], (1024.0 / 1e9, 5));
+        assert_eq!(b[1].1, 2);
+        assert_eq!(b.last().unwrap().1, 1);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 8);
+    }
+
+    #[test]
+    fn cgroups_beyond_the_top_n_are_other() {
+        let mut view = SyscallView::default();
+        for (id, count) in [(1, 100), (2, 50), (3, 10)] {
+            let t = SyscallTotals {
+                count,
+                ..SyscallTotals::default()
+            };
+            view.totals.insert((id, 39), t);
+        }
+        view.names.insert(1, "/sys/fs/cgroup/unified/a".into());
+        let top = top_cgroups(&view, 2);
+        let labels: Vec<&str> = top.keys().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(labels, ["/sys/fs/cgroup/unified/a", "cgroup-2", "other"]);
+        assert_eq!(
+            top[&("other".to_owned(), syscall_name(39).into_owned())].count,
+            10
+        );
+    }
+
+    #[test]
+    fn counters_get_their_total_suffix() {
+        let mut exposition = Exposition::default();
+        exposition
+            .violations
+            .insert(("network.deny_all".into(), "denied".into()), 3);
+        let text = render(exposition);
+        assert!(
+            text.contains(
+                "flamewarden_guard_violations_total{rule=\"network.deny_all\",action=\"denied\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("flamewarden_config_reload_errors_total 0"),
+            "{text}"
+        );
+    }
+}

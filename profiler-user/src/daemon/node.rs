@@ -1,0 +1,492 @@
+//! The daemon's kernel side, on one thread that owns every BPF object: the syscall tracer,
+//! sandbox discovery and the guard's violation events. The HTTP side asks it for snapshots over
+//! a channel.
+//!
+//! The guard is attached once per glob parent directory (its cgroup programs cover every cgroup
+//! below) and pinned; each discovered sandbox gets its own policy entry, keyed by its cgroup
+//! id, in that attachment's maps: a map update, well within the 100 ms budget, where a fresh
+//! attachment would spend about a second in the verifier.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use super::{
+    config::{DaemonConfig, SandboxGlob, wildcard_match},
+    names::CgroupNames,
+    syscalls::{SyscallCollector, SyscallTotalsMap},
+};
+use crate::{
+    collect::guard::{GuardEventReader, Violation},
+    guard::attach,
+    probes::guard::{self as guard_probes, AttachOutcome, GuardMaps},
+    syscalls::SyscallCounters,
+};
+
+/// Where the daemon lists the cgroup ids whose guard it pinned, for `--cleanup` and for
+/// attachments whose cgroup disappeared while it was down.
+pub const PIN_LIST: &str = "/run/flamewarden/daemon-pins";
+
+/// How often exited processes are moved out of the syscall map.
+const RETIRE_EVERY: Duration = Duration::from_secs(10);
+
+/// A violation as served by `/api/v1/events`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ViolationRecord {
+    /// Wall-clock time it was read, ms since the epoch.
+    pub unix_ms: u64,
+    /// The sandbox cgroup's path.
+    pub cgroup: String,
+    /// The violation.
+    #[serde(flatten)]
+    pub violation: Violation,
+}
+
+/// A guarded sandbox.
+#[derive(Clone, Debug, Serialize)]
+pub struct SandboxStatus {
+    /// Its cgroup directory.
+    pub path: PathBuf,
+    /// Its cgroup id.
+    pub cgroup_id: u64,
+    /// The glob that matched it.
+    pub glob: String,
+    /// `attached` or `adopted`.
+    pub guard: &'static str,
+    /// Violations read since the daemon started.
+    pub violations: u64,
+}
+
+/// What the guard side has seen, shared with the HTTP side.
+#[derive(Debug, Default)]
+pub struct GuardBoard {
+    /// Violations by (rule, action).
+    pub violations: BTreeMap<(String, String), u64>,
+    /// The latest violations, oldest first.
+    pub recent: VecDeque<ViolationRecord>,
+    /// Events dropped by the kernel, over all attachments the daemon read.
+    pub events_lost: u64,
+    /// Failed attaches and detaches.
+    pub attach_errors: u64,
+    /// The guarded sandboxes.
+    pub sandboxes: Vec<SandboxStatus>,
+}
+
+/// A snapshot of the syscall statistics for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SyscallView {
+    /// Totals per (cgroup id, syscall).
+    pub totals: SyscallTotalsMap,
+    /// Loss counters.
+    pub counters: SyscallCounters,
+    /// cgroup id → path.
+    pub names: HashMap<u64, String>,
+}
+
+/// Requests from the HTTP side.
+pub enum NodeRequest {
+    /// Send the syscall statistics.
+    Syscalls(tokio::sync::oneshot::Sender<SyscallView>),
+    /// Use this configuration from now on.
+    Reload(Arc<DaemonConfig>),
+}
+
+/// A sandbox the daemon guards: a policy entry for its cgroup id in its parent's attachment.
+struct Guarded {
+    path: PathBuf,
+    glob: String,
+    parent: PathBuf,
+    violations: u64,
+}
+
+/// The guard attached to the parent directory of a glob: its programs cover every cgroup
+/// below, each sandbox gets its own policy entry, so a new sandbox costs one map update.
+struct ParentGuard {
+    id: u64,
+    outcome: AttachOutcome,
+    maps: GuardMaps,
+    reader: GuardEventReader,
+    lost_at_open: u64,
+}
+
+/// How long to wait before attaching to a parent again after a failure.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The thread's state.
+pub struct Node {
+    config: Arc<DaemonConfig>,
+    syscalls: SyscallCollector,
+    parents: HashMap<PathBuf, ParentGuard>,
+    failed_parents: HashMap<PathBuf, Instant>,
+    guarded: HashMap<u64, Guarded>,
+    names: CgroupNames,
+    board: Arc<Mutex<GuardBoard>>,
+    lost_of_removed: u64,
+    last_retire: Instant,
+}
+
+impl Node {
+    /// Starts the syscall tracer and guards the sandboxes that exist already.
+    pub fn start(
+        config: Arc<DaemonConfig>,
+        board: Arc<Mutex<GuardBoard>>,
+    ) -> Result<Self, crate::record::RecordError> {
+        let mut node = Self {
+            config,
+            syscalls: SyscallCollector::start()?,
+            parents: HashMap::new(),
+            failed_parents: HashMap::new(),
+            guarded: HashMap::new(),
+            names: CgroupNames::default(),
+            board,
+            lost_of_removed: 0,
+            last_retire: Instant::now(),
+        };
+        // Attaching to the globs' parents verifies the guard's programs (about a second); it
+        // is done before the daemon reports ready, so that a sandbox made afterwards costs
+        // only a map update.
+        node.discover();
+        Ok(node)
+    }
+
+    /// The tracer's program names and ids.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        self.syscalls.program_ids()
+    }
+
+    /// Serves requests and watches the sandboxes until the channel closes.
+    pub fn run(mut self, requests: mpsc::Receiver<NodeRequest>) {
+        loop {
+            let period = Duration::from_millis(self.config.discovery_interval_ms);
+            match requests.recv_timeout(period) {
+                Ok(NodeRequest::Syscalls(reply)) => {
+                    let _ = reply.send(self.syscall_view());
+                }
+                Ok(NodeRequest::Reload(config)) => {
+                    self.config = config;
+                    tracing::info!("configuration reloaded");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            self.discover();
+            self.drain_events();
+            if self.last_retire.elapsed() >= RETIRE_EVERY {
+                self.last_retire = Instant::now();
+                if let Err(e) = self.syscalls.retire_exited() {
+                    tracing::warn!("syscall map upkeep: {e}");
+                }
+            }
+        }
+    }
+
+    fn syscall_view(&mut self) -> SyscallView {
+        match self.syscalls.totals() {
+            Ok((totals, counters)) => {
+                let ids: HashSet<u64> = totals.keys().map(|(id, _)| *id).collect();
+                let names = ids
+                    .into_iter()
+                    .map(|id| (id, self.names.path(id)))
+                    .collect();
+                SyscallView {
+                    totals,
+                    counters,
+                    names,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("reading syscall statistics: {e}");
+                SyscallView::default()
+            }
+        }
+    }
+
+    /// Attaches (or adopts) the guard on a glob's parent directory.
+    fn parent_guard(&mut self, parent: &Path) -> bool {
+        if self.parents.contains_key(parent) {
+            return true;
+        }
+        if self
+            .failed_parents
+            .get(parent)
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER)
+        {
+            return false;
+        }
+        let attached = guard_probes::attach(parent).and_then(|(id, dir, outcome)| {
+            remember_pin(id);
+            let maps = GuardMaps::open(&dir)?;
+            let reader = GuardEventReader::open(&dir)?;
+            Ok((id, outcome, maps, reader))
+        });
+        match attached {
+            Ok((id, outcome, maps, reader)) => {
+                tracing::info!("guard {outcome:?} on {} (cgroup id {id})", parent.display());
+                let lost_at_open = reader.lost();
+                self.parents.insert(
+                    parent.to_path_buf(),
+                    ParentGuard {
+                        id,
+                        outcome,
+                        maps,
+                        reader,
+                        lost_at_open,
+                    },
+                );
+                self.failed_parents.remove(parent);
+                true
+            }
+            Err(e) => {
+                self.attach_failed(parent, &e);
+                self.failed_parents
+                    .insert(parent.to_path_buf(), Instant::now());
+                false
+            }
+        }
+    }
+
+    /// Writes the policy of new matching cgroups, removes that of removed ones.
+    fn discover(&mut self) {
+        let config = Arc::clone(&self.config);
+        let mut present: HashMap<PathBuf, &SandboxGlob> = HashMap::new();
+        for glob in &config.sandboxes {
+            if !glob.parent.is_dir() || !self.parent_guard(&glob.parent) {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(&glob.parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if entry.file_type().is_ok_and(|t| t.is_dir())
+                    && wildcard_match(&glob.pattern, &name.to_string_lossy())
+                {
+                    present.entry(entry.path()).or_insert(glob);
+                }
+            }
+        }
+        let mut changed = false;
+        let gone: Vec<u64> = self
+            .guarded
+            .iter()
+            .filter(|(_, g)| !present.contains_key(&g.path) || !g.path.exists())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            changed = true;
+            let Some(g) = self.guarded.remove(&id) else {
+                continue;
+            };
+            if let Some(parent) = self.parents.get_mut(&g.parent)
+                && let Err(e) = parent.maps.remove_policy(id)
+            {
+                tracing::warn!("removing the policy of {}: {e}", g.path.display());
+            }
+            tracing::info!("sandbox {} gone", g.path.display());
+        }
+        let known: HashSet<&PathBuf> = self.guarded.values().map(|g| &g.path).collect();
+        let new: Vec<(PathBuf, &SandboxGlob)> = present
+            .iter()
+            .filter(|(path, _)| !known.contains(path))
+            .map(|(path, glob)| (path.clone(), *glob))
+            .collect();
+        for (path, glob) in new {
+            changed = true;
+            let Ok(id) = guard_probes::cgroup_id(&path) else {
+                continue;
+            };
+            let entries = attach::network_entries(&glob.policy.network, glob.policy.mode, id);
+            let Some(parent) = self.parents.get_mut(&glob.parent) else {
+                continue;
+            };
+            match parent.maps.set_policy(id, entries.policy, &entries.allow) {
+                Ok(()) => {
+                    tracing::info!(
+                        "sandbox {} guarded (policy {})",
+                        path.display(),
+                        glob.policy_file.display()
+                    );
+                    self.guarded.insert(
+                        id,
+                        Guarded {
+                            path,
+                            glob: glob.glob.clone(),
+                            parent: glob.parent.clone(),
+                            violations: 0,
+                        },
+                    );
+                }
+                Err(e) => self.attach_failed(&path, &e),
+            }
+        }
+        // Parents no glob needs any more (after a reload) are detached.
+        let needed: HashSet<&PathBuf> = config.sandboxes.iter().map(|g| &g.parent).collect();
+        let unneeded: Vec<PathBuf> = self
+            .parents
+            .keys()
+            .filter(|p| !needed.contains(p))
+            .cloned()
+            .collect();
+        for path in unneeded {
+            changed = true;
+            if let Some(parent) = self.parents.remove(&path) {
+                self.lost_of_removed += parent.reader.lost().saturating_sub(parent.lost_at_open);
+                if let Err(e) = guard_probes::detach(parent.id) {
+                    self.attach_failed(&path, &e);
+                }
+                forget_pin(parent.id);
+                tracing::info!("guard detached from {}", path.display());
+            }
+        }
+        if changed {
+            self.publish_sandboxes();
+        }
+    }
+
+    fn attach_failed(&self, path: &Path, e: &dyn std::error::Error) {
+        let mut chain = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        tracing::warn!("{}: guard failed: {chain}", path.display());
+        self.board.lock().unwrap().attach_errors += 1;
+    }
+
+    fn publish_sandboxes(&self) {
+        let mut sandboxes: Vec<SandboxStatus> = self
+            .guarded
+            .iter()
+            .map(|(id, g)| SandboxStatus {
+                path: g.path.clone(),
+                cgroup_id: *id,
+                glob: g.glob.clone(),
+                guard: match self.parents.get(&g.parent).map(|p| p.outcome) {
+                    Some(AttachOutcome::Attached) => "attached",
+                    Some(AttachOutcome::Adopted) => "adopted",
+                    None => "none",
+                },
+                violations: g.violations,
+            })
+            .collect();
+        sandboxes.sort_by(|a, b| a.path.cmp(&b.path));
+        let lost: u64 = self.lost_of_removed
+            + self
+                .parents
+                .values()
+                .map(|p| p.reader.lost().saturating_sub(p.lost_at_open))
+                .sum::<u64>();
+        let mut board = self.board.lock().unwrap();
+        board.sandboxes = sandboxes;
+        board.events_lost = lost;
+    }
+
+    fn drain_events(&mut self) {
+        let mut events = Vec::new();
+        for parent in self.parents.values_mut() {
+            events.extend(parent.reader.poll(Duration::ZERO));
+        }
+        if events.is_empty() {
+            return;
+        }
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut records = Vec::with_capacity(events.len());
+        for violation in events {
+            if let Some(g) = self.guarded.get_mut(&violation.cgroup_id) {
+                g.violations += 1;
+            }
+            records.push(ViolationRecord {
+                unix_ms,
+                cgroup: self.names.path(violation.cgroup_id),
+                violation,
+            });
+        }
+        let keep = self.config.events_kept;
+        {
+            let mut board = self.board.lock().unwrap();
+            for record in records {
+                let key = (
+                    record.violation.rule.to_owned(),
+                    record.violation.action.to_owned(),
+                );
+                *board.violations.entry(key).or_default() += 1;
+                board.recent.push_back(record);
+            }
+            while board.recent.len() > keep {
+                board.recent.pop_front();
+            }
+        }
+        self.publish_sandboxes();
+    }
+}
+
+fn pin_list() -> Vec<u64> {
+    fs::read_to_string(PIN_LIST)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn write_pin_list(ids: &[u64]) {
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let path = Path::new(PIN_LIST);
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    if let Err(e) = fs::write(path, text) {
+        tracing::warn!("cannot write {PIN_LIST}: {e}");
+    }
+}
+
+fn remember_pin(id: u64) {
+    let mut ids = pin_list();
+    if !ids.contains(&id) {
+        ids.push(id);
+        write_pin_list(&ids);
+    }
+}
+
+fn forget_pin(id: u64) {
+    let mut ids = pin_list();
+    ids.retain(|&i| i != id);
+    write_pin_list(&ids);
+}
+
+/// `--cleanup`: detaches every attachment the daemon pinned and removes its pins; returns the
+/// cgroup ids detached.
+pub fn cleanup() -> Result<Vec<u64>, guard_probes::GuardAttachError> {
+    let mut done = Vec::new();
+    for id in pin_list() {
+        if guard_probes::detach(id)? {
+            done.push(id);
+        }
+        forget_pin(id);
+    }
+    Ok(done)
+}
+
+/// Removes the pins of attachments the daemon made whose cgroup no longer exists (removed while
+/// the daemon was down); returns how many.
+pub fn remove_stale_pins() -> usize {
+    let live: HashSet<u64> = CgroupNames::all_ids();
+    let mut removed = 0;
+    for id in pin_list() {
+        if !live.contains(&id) {
+            if guard_probes::detach(id).is_ok() {
+                removed += 1;
+            }
+            forget_pin(id);
+        }
+    }
+    removed
+}

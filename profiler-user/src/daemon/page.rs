@@ -1,0 +1,160 @@
+//! `GET /`: the node overview as one self-contained HTML page (no external assets): top
+//! syscalls, calls by cgroup, guarded sandboxes, recent violations, and the latest on-demand
+//! flamegraph inline.
+
+use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+
+use hyper::{Response, StatusCode};
+
+use super::{
+    Shared,
+    http::{Body, respond, syscall_view},
+};
+use crate::syscalls::syscall_name;
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 8px;\
+text-align:left}th{background:#eee}td.n{text-align:right}h2{margin-top:1.2em}\
+.flame svg{width:100%;height:auto}";
+
+/// Renders the page.
+pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
+    let view = syscall_view(shared).await.unwrap_or_default();
+    let mut by_syscall: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut by_cgroup: HashMap<u64, u64> = HashMap::new();
+    for ((cgroup, nr), t) in &view.totals {
+        let e = by_syscall.entry(*nr).or_default();
+        e.0 += t.count;
+        e.1 += t.errors;
+        *by_cgroup.entry(*cgroup).or_default() += t.count;
+    }
+    let mut syscalls: Vec<_> = by_syscall.into_iter().collect();
+    syscalls.sort_by_key(|s| std::cmp::Reverse(s.1.0));
+    let mut cgroups: Vec<_> = by_cgroup.into_iter().collect();
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.1));
+
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>flamewarden — node \
+         overview</title><style>{STYLE}</style></head><body><h1>flamewarden node overview</h1>"
+    );
+    html.push_str("<h2>Top syscalls</h2><table id=\"syscalls\"><tr><th>syscall</th><th>calls</th><th>errors</th></tr>");
+    for (nr, (count, errors)) in syscalls.iter().take(15) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=n>{count}</td><td class=n>{errors}</td></tr>",
+            escape(&syscall_name(*nr))
+        );
+    }
+    html.push_str("</table><h2>Syscalls by cgroup</h2><table id=\"cgroups\"><tr><th>cgroup</th><th>calls</th></tr>");
+    for (id, count) in cgroups.iter().take(15) {
+        let name = view
+            .names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup-{id}"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=n>{count}</td></tr>",
+            escape(&name)
+        );
+    }
+    html.push_str("</table>");
+    {
+        let board = shared.board.lock().unwrap();
+        html.push_str("<h2>Guarded sandboxes</h2><table id=\"sandboxes\"><tr><th>cgroup</th><th>glob</th><th>guard</th><th>violations</th></tr>");
+        for s in &board.sandboxes {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td></tr>",
+                escape(&s.path.display().to_string()),
+                escape(&s.glob),
+                s.guard,
+                s.violations
+            );
+        }
+        html.push_str("</table><h2>Violations</h2><table id=\"violations\"><tr><th>rule</th><th>action</th><th>count</th></tr>");
+        for ((rule, action), n) in &board.violations {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class=n>{n}</td></tr>",
+                escape(rule),
+                escape(action)
+            );
+        }
+        html.push_str("</table><h3>Latest violations</h3><table id=\"events\"><tr><th>cgroup</th><th>pid</th><th>comm</th><th>call</th><th>rule</th><th>action</th><th>argument</th></tr>");
+        for r in board.recent.iter().rev().take(20) {
+            let v = &r.violation;
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.cgroup),
+                v.pid,
+                escape(&v.comm),
+                v.syscall,
+                v.rule,
+                v.action,
+                escape(&v.argument)
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("<h2>Latest on-demand profile</h2>");
+    match &*shared.latest.lock().unwrap() {
+        None => html.push_str(
+            "<p>None yet: <code>GET /api/v1/profile?seconds=10&amp;format=svg</code> records one.</p>",
+        ),
+        Some(latest) => {
+            let _ = write!(
+                html,
+                "<p>Target: {}</p><table id=\"hot\"><tr><th>function</th><th>self %</th></tr>",
+                escape(&latest.target)
+            );
+            for (name, pct) in &latest.hot {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td class=n>{pct:.1}</td></tr>",
+                    escape(name)
+                );
+            }
+            html.push_str("</table><div class=\"flame\">");
+            if let Some(svg) = &latest.svg {
+                // Inline the <svg> element itself, without the XML prolog and doctype.
+                html.push_str(svg.find("<svg").map_or("", |i| &svg[i..]));
+            }
+            html.push_str("</div>");
+        }
+    }
+    html.push_str("</body></html>");
+    respond(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn html_special_characters_are_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

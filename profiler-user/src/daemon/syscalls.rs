@@ -1,0 +1,156 @@
+//! Always-on syscall statistics: the syscall tracer attached system-wide, its per-process map
+//! folded into per-(cgroup, syscall) totals, and entries of exited processes moved out of the
+//! kernel map so that it does not fill up on a busy node.
+
+use std::{collections::HashMap, path::Path};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap},
+};
+use profiler_common::{LATENCY_BUCKETS, MAP_SYSCALL_STATS, SyscallConfig, SyscallKey};
+
+use crate::{
+    collect::syscalls::snapshot_syscalls,
+    probes::{self, Family, MapSizes, ProbeError, SyscallTracer},
+    record::{RecordTarget, Session},
+    syscalls::SyscallCounters,
+};
+
+/// Totals of one (cgroup, syscall).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallTotals {
+    /// Completed calls.
+    pub count: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Sum of durations, ns.
+    pub total_ns: u64,
+    /// log2 latency histogram, ns.
+    pub hist: [u64; LATENCY_BUCKETS],
+}
+
+impl Default for SyscallTotals {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            errors: 0,
+            total_ns: 0,
+            hist: [0; LATENCY_BUCKETS],
+        }
+    }
+}
+
+impl SyscallTotals {
+    fn add(&mut self, other: &Self) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.total_ns += other.total_ns;
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a += b;
+        }
+    }
+}
+
+/// Totals keyed by (cgroup id, syscall number).
+pub type SyscallTotalsMap = HashMap<(u64, u32), SyscallTotals>;
+
+/// The daemon's syscall tracer.
+pub struct SyscallCollector {
+    ebpf: Ebpf,
+    /// What exited processes counted, moved out of the kernel map.
+    retired: SyscallTotalsMap,
+}
+
+impl SyscallCollector {
+    /// Loads the object and attaches the syscall tracer to every process of the system.
+    pub fn start() -> Result<Self, crate::record::RecordError> {
+        let mut ebpf = probes::load_for(MapSizes::default(), &[Family::Syscalls])?;
+        let mut session = Session::prepare(&RecordTarget::All)?;
+        session.apply(&mut ebpf)?;
+        let config = SyscallConfig {
+            slow_threshold_ns: 0,
+            capture_stacks: 0,
+            _pad: 0,
+        };
+        SyscallTracer::attach(&mut ebpf, config)?;
+        session.release()?;
+        Ok(Self {
+            ebpf,
+            retired: HashMap::new(),
+        })
+    }
+
+    /// The ids of the tracer's programs, for their run-time statistics.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((name.to_owned(), info.id()))
+            })
+            .collect()
+    }
+
+    /// Totals per (cgroup, syscall) since the daemon started, and the tracer's loss counters.
+    pub fn totals(&self) -> Result<(SyscallTotalsMap, SyscallCounters), ProbeError> {
+        let snapshot = snapshot_syscalls(&self.ebpf)?;
+        let mut totals = self.retired.clone();
+        for (key, stats) in &snapshot.stats {
+            totals
+                .entry((key.cgroup_id, key.nr))
+                .or_default()
+                .add(&SyscallTotals {
+                    count: stats.count,
+                    errors: stats.errors,
+                    total_ns: stats.total_ns,
+                    hist: stats.hist,
+                });
+        }
+        Ok((totals, snapshot.counters))
+    }
+
+    /// Moves the entries of processes that have exited out of the kernel map into the
+    /// daemon's totals; returns how many were moved.
+    pub fn retire_exited(&mut self) -> Result<usize, ProbeError> {
+        let snapshot = snapshot_syscalls(&self.ebpf)?;
+        let exited: Vec<(SyscallKey, SyscallTotals)> = snapshot
+            .stats
+            .iter()
+            .filter(|(key, _)| !Path::new(&format!("/proc/{}", key.tgid)).exists())
+            .map(|(key, s)| {
+                (
+                    *key,
+                    SyscallTotals {
+                        count: s.count,
+                        errors: s.errors,
+                        total_ns: s.total_ns,
+                        hist: s.hist,
+                    },
+                )
+            })
+            .collect();
+        if exited.is_empty() {
+            return Ok(0);
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_SYSCALL_STATS)
+            .ok_or(ProbeError::MissingMap(MAP_SYSCALL_STATS))?;
+        let mut stats: PerCpuHashMap<&mut MapData, SyscallKey, profiler_common::SyscallStats> =
+            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map {
+                map: MAP_SYSCALL_STATS,
+                source,
+            })?;
+        for (key, totals) in &exited {
+            // An exited process writes no more: what was read is all it counted.
+            if stats.remove(key).is_ok() {
+                self.retired
+                    .entry((key.cgroup_id, key.nr))
+                    .or_default()
+                    .add(totals);
+            }
+        }
+        Ok(exited.len())
+    }
+}

@@ -1,0 +1,311 @@
+//! End-to-end tests of `flamewarden daemon`: metrics a real Prometheus scrapes, alert rules,
+//! on-demand profiles, the web page, sandbox discovery, restart safety and reload.
+
+mod daemon_support;
+#[expect(dead_code, reason = "only the sys_calls workload is used here")]
+mod sys_support;
+
+use std::{
+    fs,
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use daemon_support::{
+    Daemon, GuardPins, Prometheus, connect_is_denied, exposed_names, judge_policy, output_dir,
+    pin_dir, pinned_files, sample, wait_for,
+};
+use flamewarden_tests::{Workload, require_bpf, require_cgroup, require_tool, workspace_root};
+use sys_support::SysWorkload;
+
+const GETPPID_CALLS: u64 = 12_345;
+
+#[test]
+fn metrics_count_a_workloads_syscalls_and_prometheus_scrapes_them() {
+    if !require_bpf() || !require_tool("prometheus") || !require_tool("promtool") {
+        return;
+    }
+    let Some(cgroup) = require_cgroup("daemon-metrics") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "");
+    let health = daemon.get("/healthz");
+    assert_eq!((health.status, health.text().trim()), (200, "ok"));
+
+    let mut workload = cgroup.spawn(
+        Command::new(SysWorkload::Calls.path())
+            .args(["getppid", &GETPPID_CALLS.to_string()])
+            .stdout(Stdio::null()),
+        "sys_calls getppid",
+    );
+    assert!(workload.wait_or_kill(Duration::from_secs(30)).success());
+    let labels = format!("cgroup=\"{}\",syscall=\"getppid\"", cgroup.path().display());
+    let counted = wait_for(Duration::from_secs(10), || {
+        sample(&daemon.metrics(), "flamewarden_syscalls_total", &labels)
+            .filter(|&n| n >= GETPPID_CALLS as f64)
+    });
+    assert_eq!(counted, Some(GETPPID_CALLS as f64), "{}", daemon.metrics());
+
+    // promtool accepts the exposition.
+    let metrics_file = dir.path().join("metrics.txt");
+    fs::write(&metrics_file, daemon.metrics()).unwrap();
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "promtool check metrics < {}",
+            metrics_file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A real Prometheus scrapes the daemon; PromQL returns the workload's count.
+    let prometheus = Prometheus::start(daemon.port);
+    let promql = format!(
+        "flamewarden_syscalls_total{{cgroup=\"{}\",syscall=\"getppid\"}}",
+        cgroup.path().display()
+    );
+    let queried = wait_for(Duration::from_secs(30), || prometheus.query(&promql));
+    assert_eq!(queried, Some(GETPPID_CALLS as f64), "PromQL {promql}");
+}
+
+#[test]
+fn alert_rules_are_valid_and_use_only_exposed_metrics() {
+    if !require_bpf() || !require_tool("promtool") {
+        return;
+    }
+    let rules = workspace_root()
+        .join("dashboards")
+        .join("flamewarden.rules.yml");
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "");
+    let exposed = exposed_names(&daemon.metrics());
+    let mut used = metric_names(&fs::read_to_string(&rules).unwrap());
+    let dashboard = workspace_root()
+        .join("dashboards")
+        .join("flamewarden-node.json");
+    used.extend(metric_names(&fs::read_to_string(dashboard).unwrap()));
+    used.sort();
+    used.dedup();
+    assert!(!used.is_empty());
+    for name in used {
+        assert!(
+            exposed.contains(&name),
+            "`{name}` is used by a rule or dashboard but not in /metrics"
+        );
+    }
+}
+
+/// Every `flamewarden_*` identifier in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("flamewarden_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn on_demand_pprof_and_web_page_show_the_hot_function() {
+    if !require_bpf() || !require_tool("go") || !require_tool("chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "");
+    let mut workload = flamewarden_tests::BackgroundProcess::spawn(
+        Command::new(Workload::CpuMix.path())
+            .arg("1000000")
+            .stdout(Stdio::null()),
+        "cpu_mix",
+    );
+    let response = daemon.get(&format!(
+        "/api/v1/profile?seconds=3&pid={}&format=pprof",
+        workload.pid()
+    ));
+    workload.kill();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let pprof = dir.path().join("profile.pb.gz");
+    fs::write(&pprof, &response.body).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&pprof)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    // The first row after the header (`flat flat% sum% cum cum%`).
+    let first = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        first.contains("hot_function"),
+        "go tool pprof -top:\n{text}"
+    );
+
+    // The web page shows it; headless Chromium renders it and takes a screenshot.
+    let url = format!("http://127.0.0.1:{}/", daemon.port);
+    let chromium = |extra: &str| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", extra, &url])
+            .env("HOME", dir.path())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let dom = String::from_utf8_lossy(&chromium("--dump-dom").stdout).into_owned();
+    assert!(dom.contains("hot_function"), "DOM:\n{dom}");
+    assert!(dom.contains("Top syscalls"), "DOM:\n{dom}");
+    let screenshot = output_dir().join("daemon-overview.png");
+    let _ = fs::remove_file(&screenshot);
+    chromium(&format!("--screenshot={}", screenshot.display()));
+    assert!(
+        fs::metadata(&screenshot).is_ok_and(|m| m.len() > 0),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+}
+
+#[test]
+fn discovered_sandbox_is_denied_reported_and_stays_denied_across_kill_9() {
+    if !require_bpf() {
+        return;
+    }
+    let Some(parent) = require_cgroup("daemon-discovery") else {
+        return;
+    };
+    let _pins = GuardPins {
+        cgroup: parent.path().to_path_buf(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[sandboxes]]\nglob = \"{}/sb-*\"\npolicy = \"{}\"\n",
+        parent.path().display(),
+        judge_policy().display()
+    );
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let sandbox = parent.child("sb-1").unwrap();
+    let created = Instant::now();
+    let listed = wait_for(Duration::from_secs(1), || {
+        let list = daemon.get("/api/v1/sandboxes").text();
+        list.contains(&sandbox.path().display().to_string())
+            .then(|| created.elapsed())
+    });
+    assert!(
+        listed.is_some(),
+        "sandbox not guarded within 1 s:\n{}",
+        daemon.log_text()
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(
+        connect_is_denied(&sandbox, &listener),
+        "connect was not denied"
+    );
+    let events = wait_for(Duration::from_secs(5), || {
+        let text = daemon.get("/api/v1/events").text();
+        text.contains("network.deny_all").then_some(text)
+    });
+    let events = events.expect("violation not in /api/v1/events");
+    assert!(
+        events.contains(&sandbox.path().display().to_string()),
+        "{events}"
+    );
+
+    // kill -9: the pinned guard keeps denying.
+    let pins = pin_dir(parent.id());
+    let pinned_before = pinned_files(&pins);
+    assert!(
+        !pinned_before.is_empty(),
+        "nothing pinned in {}",
+        pins.display()
+    );
+    assert!(
+        !pin_dir(sandbox.id()).exists(),
+        "the sandbox itself got its own attachment"
+    );
+    daemon.process.kill();
+    assert!(
+        connect_is_denied(&sandbox, &listener),
+        "connect allowed while the daemon is down"
+    );
+
+    // The restarted daemon adopts the pinned guard instead of attaching again.
+    let restarted = Daemon::start_with(dir.path(), &daemon.config, daemon.port);
+    let adopted = wait_for(Duration::from_secs(5), || {
+        let list = restarted.get("/api/v1/sandboxes").text();
+        (list.contains(&sandbox.path().display().to_string()) && list.contains("adopted"))
+            .then_some(list)
+    });
+    assert!(adopted.is_some(), "{}", restarted.log_text());
+    assert_eq!(
+        pinned_files(&pins),
+        pinned_before,
+        "the guard was attached again"
+    );
+    assert!(connect_is_denied(&sandbox, &listener));
+    drop(restarted);
+    drop(sandbox);
+}
+
+#[test]
+fn bad_config_on_sighup_keeps_the_old_one_and_counts_the_error() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "top_cgroups = 5\n");
+    let before = sample(
+        &daemon.metrics(),
+        "flamewarden_config_reload_errors_total",
+        "",
+    );
+    assert_eq!(before, Some(0.0));
+    fs::write(&daemon.config, "top_cgroups = \"many\"\nunknown_key = 1\n").unwrap();
+    daemon.process.signal(libc::SIGHUP);
+    let errors = wait_for(Duration::from_secs(5), || {
+        sample(
+            &daemon.metrics(),
+            "flamewarden_config_reload_errors_total",
+            "",
+        )
+        .filter(|&n| n >= 1.0)
+    });
+    assert_eq!(errors, Some(1.0), "{}", daemon.log_text());
+    assert_eq!(daemon.get("/healthz").status, 200);
+    let log = daemon.log_text();
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(log.contains("config.toml:1:"), "{log}");
+    // Still listening on the old port with the old settings.
+    assert!(daemon.metrics().contains("flamewarden_syscalls_total"));
+}

@@ -1,0 +1,550 @@
+//! The escape corpus (`tests/workloads/escape/`) against `flamewarden sandbox run` under
+//! `policies/judge.toml`. Every attempt is run three ways:
+//!
+//! - `enforce::NAME`: the attempt fails, the verdict is `security_violation` with a `denied`
+//!   violation of the right rule (syscall, argument, errno, pid, a symbolized stack), and —
+//!   checked on the other side, never from the program's own claim — nothing got through: the
+//!   secret's bytes appear nowhere in the output, no marker file, the loopback listener and
+//!   receiver saw nothing, the victim process is alive and was never traced, no mount or
+//!   namespace appeared, no shell or memfd payload ran;
+//! - `audit::NAME` (`--mode audit`): the same violation is reported as `audited`, and — audit
+//!   denies nothing — the attempt's effect is observed;
+//! - `bare::NAME`: without any sandbox (as root) the program does get through, so the corpus
+//!   does not pass by failing on its own.
+//!
+//! After every run, nothing of it is left (see `flamewarden_tests::sandbox`).
+//!
+//! Run with `cargo test --release -p flamewarden-tests --test sandbox_escape -- --test-threads=1`.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::ErrorKind,
+    net::{TcpListener, UdpSocket},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use flamewarden_tests::{
+    BackgroundProcess, require_bpf,
+    sandbox::{
+        Sandbox, SandboxRun, contains, escape_program, judge_policy, new_tag, random_hex, run_bare,
+        tagged_processes,
+    },
+};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// One attempt of the corpus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Escape {
+    ReadDirect,
+    ReadSymlink,
+    ReadProcFd,
+    ReadIoUring,
+    RaceOpen,
+    WriteOutside,
+    ExecShell,
+    ExecMemfd,
+    NetTcp,
+    NetUdp,
+    NetRaw,
+    Ptrace,
+    UserNamespace,
+    Mount,
+    Clone3Namespaces,
+    SignalOutside,
+}
+
+impl Escape {
+    fn program(self) -> &'static str {
+        match self {
+            Escape::ReadDirect => "read_direct",
+            Escape::ReadSymlink => "read_symlink",
+            Escape::ReadProcFd => "read_procfd",
+            Escape::ReadIoUring => "read_io_uring",
+            Escape::RaceOpen => "race_open",
+            Escape::WriteOutside => "write_outside",
+            Escape::ExecShell => "exec_shell",
+            Escape::ExecMemfd => "exec_memfd",
+            Escape::NetTcp => "net_tcp",
+            Escape::NetUdp => "net_udp",
+            Escape::NetRaw => "net_raw",
+            Escape::Ptrace => "ptrace_attach",
+            Escape::UserNamespace => "userns",
+            Escape::Mount => "mount_tmpfs",
+            Escape::Clone3Namespaces => "clone3_ns",
+            Escape::SignalOutside => "signal_outside",
+        }
+    }
+
+    fn args(self, stage: &Stage) -> Vec<OsString> {
+        let arg: Option<OsString> = match self {
+            Escape::ReadDirect
+            | Escape::ReadSymlink
+            | Escape::ReadProcFd
+            | Escape::ReadIoUring
+            | Escape::RaceOpen => Some(stage.secret.clone().into()),
+            Escape::WriteOutside => Some(stage.marker.clone().into()),
+            Escape::ExecShell | Escape::ExecMemfd => Some(stage.token.clone().into()),
+            Escape::NetTcp => Some(port(&stage.tcp.local_addr()).into()),
+            Escape::NetUdp | Escape::NetRaw => Some(port(&stage.udp.local_addr()).into()),
+            Escape::Ptrace | Escape::SignalOutside => Some(stage.victim.pid().to_string().into()),
+            Escape::UserNamespace | Escape::Mount | Escape::Clone3Namespaces => None,
+        };
+        arg.into_iter().collect()
+    }
+
+    /// The rule its violation names (docs/sandbox.md, "Rules").
+    fn rule(self) -> &'static str {
+        match self {
+            Escape::ReadDirect | Escape::ReadSymlink | Escape::ReadProcFd | Escape::RaceOpen => {
+                "filesystem.read"
+            }
+            Escape::WriteOutside => "filesystem.write",
+            Escape::ExecShell => "filesystem.execute",
+            Escape::NetTcp | Escape::NetUdp => "network.deny_all",
+            Escape::NetRaw => "network.raw_socket",
+            Escape::SignalOutside => "ipc.signal_outside",
+            Escape::ReadIoUring
+            | Escape::ExecMemfd
+            | Escape::Ptrace
+            | Escape::UserNamespace
+            | Escape::Mount
+            | Escape::Clone3Namespaces => "syscalls.deny",
+        }
+    }
+
+    /// The syscalls its violation may name (any of them).
+    fn syscalls(self) -> &'static [&'static str] {
+        match self {
+            Escape::ReadDirect
+            | Escape::ReadSymlink
+            | Escape::ReadProcFd
+            | Escape::RaceOpen
+            | Escape::WriteOutside => &["openat"],
+            Escape::ReadIoUring => &["io_uring_setup"],
+            Escape::ExecShell => &["execve"],
+            Escape::ExecMemfd => &["memfd_create"],
+            Escape::NetTcp => &["connect"],
+            // Refused at socket creation (seccomp) or at the send (cgroup BPF).
+            Escape::NetUdp => &["socket", "sendto"],
+            Escape::NetRaw => &["socket"],
+            Escape::Ptrace => &["ptrace"],
+            Escape::UserNamespace => &["unshare"],
+            Escape::Mount => &["mount"],
+            Escape::Clone3Namespaces => &["clone3"],
+            Escape::SignalOutside => &["kill"],
+        }
+    }
+
+    /// Text the violation's `argument` must contain (any of them; none: not checked).
+    fn argument(self, stage: &Stage) -> Vec<String> {
+        let secret = stage.secret.display().to_string();
+        match self {
+            Escape::ReadDirect => vec![secret],
+            Escape::ReadSymlink => vec!["link-to-secret".into(), secret],
+            Escape::ReadProcFd => vec!["/proc/self/fd/".into(), secret],
+            Escape::WriteOutside => vec![stage.marker.display().to_string()],
+            Escape::ExecShell => vec!["/bin/sh".into(), "dash".into()],
+            Escape::NetTcp => vec![format!("127.0.0.1:{}", port(&stage.tcp.local_addr()))],
+            Escape::SignalOutside => vec![stage.victim.pid().to_string()],
+            _ => vec![],
+        }
+    }
+
+    /// Whether the attempt's effect is a process in new namespaces.
+    fn changes_namespaces(self) -> bool {
+        matches!(self, Escape::UserNamespace | Escape::Clone3Namespaces)
+    }
+
+    /// Whether `effects` show that this attempt got through.
+    fn got_through(self, effects: &Effects) -> bool {
+        match self {
+            Escape::ReadDirect
+            | Escape::ReadSymlink
+            | Escape::ReadProcFd
+            | Escape::ReadIoUring
+            | Escape::RaceOpen => effects.secret_leaked,
+            Escape::WriteOutside => effects.marker_created,
+            Escape::ExecShell => effects.shell_ran,
+            Escape::ExecMemfd => effects.payload_ran,
+            Escape::NetTcp => effects.tcp_connected,
+            Escape::NetUdp => effects.datagrams.iter().any(|d| d == b"udp"),
+            Escape::NetRaw => effects.datagrams.iter().any(|d| d == b"raw"),
+            Escape::Ptrace => effects.traced,
+            Escape::UserNamespace | Escape::Clone3Namespaces => effects.new_namespace,
+            Escape::Mount => effects.mounted,
+            Escape::SignalOutside => effects.victim_killed,
+        }
+    }
+}
+
+fn port(addr: &std::io::Result<std::net::SocketAddr>) -> String {
+    addr.as_ref().expect("local address").port().to_string()
+}
+
+/// Everything an attempt aims at, set up by the test outside the sandbox.
+struct Stage {
+    tag: String,
+    /// What the shell and the memfd payload would print (`shell-ran-TOKEN`, ...).
+    token: String,
+    workdir: TempDir,
+    _outside: TempDir,
+    secret: PathBuf,
+    secret_text: String,
+    /// Where `write_outside` tries to create its marker (outside the work directory).
+    marker: PathBuf,
+    tcp: TcpListener,
+    udp: UdpSocket,
+    /// A process outside the sandbox, to trace or signal.
+    victim: BackgroundProcess,
+}
+
+impl Stage {
+    fn new() -> Self {
+        let outside = tempfile::tempdir().expect("temporary directory");
+        let secret = outside.path().join("secret.txt");
+        let secret_text = format!("SECRET-{}", random_hex(24));
+        fs::write(&secret, &secret_text).expect("write the secret");
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP listener");
+        tcp.set_nonblocking(true).expect("non-blocking listener");
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+        udp.set_nonblocking(true).expect("non-blocking UDP socket");
+        let victim = BackgroundProcess::spawn(
+            Command::new("sleep").arg("60").stdin(Stdio::null()),
+            "victim (sleep 60)",
+        );
+        Stage {
+            tag: new_tag(),
+            token: random_hex(8),
+            workdir: tempfile::tempdir().expect("temporary directory"),
+            marker: outside.path().join("marker"),
+            _outside: outside,
+            secret,
+            secret_text,
+            tcp,
+            udp,
+            victim,
+        }
+    }
+
+    /// What happened, from the output of the run and from the other side.
+    fn effects(&mut self, seen: Seen, output: &[u8]) -> Effects {
+        let mut datagrams = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = self.udp.recv(&mut buf) {
+            datagrams.push(buf[..n].to_vec());
+        }
+        let tcp_connected = match self.tcp.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        };
+        Effects {
+            secret_leaked: contains(output, self.secret_text.as_bytes()),
+            marker_created: self.marker.exists(),
+            shell_ran: contains(output, format!("shell-ran-{}", self.token).as_bytes()),
+            payload_ran: contains(
+                output,
+                format!("memfd-payload-ran-{}", self.token).as_bytes(),
+            ),
+            tcp_connected,
+            datagrams,
+            victim_killed: !self.victim.is_running(),
+            traced: seen.traced,
+            mounted: seen.mounted,
+            new_namespace: seen.new_namespace,
+        }
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        // A mount that got through (audit, bare) must not keep the work directory busy.
+        let mnt = self.workdir.path().join("mnt\0");
+        // SAFETY: `mnt` is a NUL-terminated path that outlives the call.
+        unsafe {
+            libc::umount2(
+                mnt.as_os_str().as_encoded_bytes().as_ptr().cast(),
+                libc::MNT_DETACH,
+            )
+        };
+    }
+}
+
+/// What an attempt did, as seen from outside.
+#[derive(Debug, Default)]
+struct Effects {
+    secret_leaked: bool,
+    marker_created: bool,
+    shell_ran: bool,
+    payload_ran: bool,
+    tcp_connected: bool,
+    datagrams: Vec<Vec<u8>>,
+    victim_killed: bool,
+    traced: bool,
+    mounted: bool,
+    new_namespace: bool,
+}
+
+impl Effects {
+    fn nothing(&self) -> bool {
+        !(self.secret_leaked
+            || self.marker_created
+            || self.shell_ran
+            || self.payload_ran
+            || self.tcp_connected
+            || !self.datagrams.is_empty()
+            || self.victim_killed
+            || self.traced
+            || self.mounted
+            || self.new_namespace)
+    }
+}
+
+/// What the watcher thread saw while the attempt ran.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    traced: bool,
+    mounted: bool,
+    new_namespace: bool,
+}
+
+/// Polls, every 5 ms while a run lasts: the victim's TracerPid, whether `mnt` in the work
+/// directory is a mount point, and the namespaces of the run's processes.
+/// Stopped on drop too, when a test fails.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Seen>>,
+}
+
+impl Watcher {
+    /// `scan`: also scan the run's processes (a walk of /proc each time).
+    fn start(stage: &Stage, scan: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, tag, pid) = (stop.clone(), stage.tag.clone(), stage.victim.pid());
+        let workdir = stage.workdir.path().to_owned();
+        let thread = thread::spawn(move || {
+            let mut seen = Seen::default();
+            let own = namespaces(Path::new("/proc/self"));
+            let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+            loop {
+                let last = flag.load(Ordering::SeqCst);
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                seen.traced |= status.lines().any(|l| {
+                    l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0")
+                });
+                let mnt = dev(&workdir.join("mnt"));
+                seen.mounted |= mnt.is_some() && mnt != dev(&workdir);
+                seen.new_namespace |= scan
+                    && tagged_processes(&tag).iter().any(|(pid, _)| {
+                        let theirs = namespaces(Path::new(&format!("/proc/{pid}")));
+                        own.iter().zip(&theirs).any(|(a, b)| b.is_some() && a != b)
+                    });
+                if last {
+                    return seen;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Watcher {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take().expect("stopped once");
+        thread.join().expect("the watcher thread panicked")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The namespaces of a process (user, mnt, pid, net, uts, ipc), as their link targets.
+fn namespaces(proc_dir: &Path) -> Vec<Option<PathBuf>> {
+    ["user", "mnt", "pid", "net", "uts", "ipc"]
+        .iter()
+        .map(|ns| fs::read_link(proc_dir.join("ns").join(ns)).ok())
+        .collect()
+}
+
+/// Runs the attempt in the sandbox (`mode`: `None` for the policy's own, enforce).
+fn sandboxed(escape: Escape, mode: Option<&'static str>) -> (Stage, SandboxRun, Effects) {
+    let mut stage = Stage::new();
+    let program = escape_program(escape.program());
+    let watcher = Watcher::start(&stage, escape.changes_namespaces());
+    let run = Sandbox {
+        workdir: Some(stage.workdir.path().to_owned()),
+        mode,
+        tag: stage.tag.clone(),
+        ..Sandbox::new(&judge_policy())
+    }
+    .run(&program, &escape.args(&stage));
+    let mut output = run.stdout.clone();
+    output.extend_from_slice(run.stderr.as_bytes());
+    let effects = stage.effects(watcher.stop(), &output);
+    eprintln!("{escape:?}: {effects:?}\n{}", run.verdict);
+    (stage, run, effects)
+}
+
+/// Checks what every violation carries: the syscall, the argument, the pid, the stack.
+fn check_violation(escape: Escape, stage: &Stage, run: &SandboxRun, violation: &Value) {
+    let verdict = &run.verdict;
+    let syscall = violation["syscall"].as_str().unwrap_or("<none>");
+    assert!(
+        escape.syscalls().contains(&syscall),
+        "the `{}` violation names syscall {syscall}, expected one of {:?}, in {verdict}",
+        escape.rule(),
+        escape.syscalls()
+    );
+    let wanted = escape.argument(stage);
+    let argument = violation["argument"].as_str().unwrap_or("");
+    assert!(
+        wanted.is_empty() || wanted.iter().any(|w| argument.contains(w.as_str())),
+        "the `{}` violation's argument {argument:?} names none of {wanted:?}, in {verdict}",
+        escape.rule()
+    );
+    assert!(
+        violation["pid"].as_u64().is_some_and(|p| p > 0),
+        "no pid in {verdict}"
+    );
+    assert!(
+        violation["time_ms"].as_f64().is_some_and(|t| t >= 0.0),
+        "no time_ms in {verdict}"
+    );
+    // The corpus calls through glibc, whose wrappers need not keep a frame pointer: a
+    // frame-pointer unwinder may lose everything past the wrapper. The innermost frame is
+    // symbolized, though (the whole stack through `main`: sandbox_verdict.rs).
+    let stack = violation["stack"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    assert!(
+        stack
+            .first()
+            .and_then(Value::as_str)
+            .is_some_and(|f| !f.starts_with("[unknown]")),
+        "the `{}` violation's innermost frame is not symbolized, in {verdict}",
+        escape.rule()
+    );
+}
+
+fn enforced(escape: Escape) {
+    if !require_bpf() {
+        return;
+    }
+    let (stage, run, effects) = sandboxed(escape, None);
+    let verdict = &run.verdict;
+    assert!(
+        effects.nothing(),
+        "{escape:?} GOT THROUGH the sandbox: {effects:?}\nstdout:\n{}\n{verdict}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert_ne!(
+        verdict.0["exit_code"], 0,
+        "the attempt succeeded, per {verdict}"
+    );
+    verdict.assert_status("security_violation");
+    assert_eq!(verdict.0["mode"], "enforce", "{verdict}");
+    let violation = verdict.expect_violation(escape.rule(), "denied");
+    assert!(
+        violation["errno"]
+            .as_str()
+            .is_some_and(|e| e.starts_with('E')),
+        "a denied call without its errno, in {verdict}"
+    );
+    check_violation(escape, &stage, &run, violation);
+}
+
+fn audited(escape: Escape) {
+    if !require_bpf() {
+        return;
+    }
+    let (stage, run, effects) = sandboxed(escape, Some("audit"));
+    let verdict = &run.verdict;
+    assert_eq!(verdict.0["mode"], "audit", "{verdict}");
+    let violation = verdict.expect_violation(escape.rule(), "audited");
+    check_violation(escape, &stage, &run, violation);
+    assert!(
+        escape.got_through(&effects),
+        "audit mode must deny nothing, but {escape:?} did not get through: {effects:?}\n\
+         stdout:\n{}\n{verdict}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert_eq!(verdict.0["exit_code"], 0, "{verdict}");
+    verdict.assert_status("ok");
+}
+
+fn bare(escape: Escape) {
+    // Root, not eBPF, is what the corpus needs unconfined; require_bpf checks both.
+    if !require_bpf() {
+        return;
+    }
+    let mut stage = Stage::new();
+    let program = escape_program(escape.program());
+    let watcher = Watcher::start(&stage, escape.changes_namespaces());
+    let (status, stdout) = run_bare(
+        &program,
+        &escape.args(&stage),
+        stage.workdir.path(),
+        None,
+        &stage.tag,
+    );
+    let effects = stage.effects(watcher.stop(), &stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
+    assert!(
+        status.success(),
+        "{escape:?} bare: {status}; stdout:\n{stdout}"
+    );
+    assert!(
+        escape.got_through(&effects),
+        "{escape:?} claims to get through bare but nothing shows it: {effects:?}\nstdout:\n{stdout}"
+    );
+}
+
+macro_rules! escapes {
+    ($($name:ident: $escape:ident,)*) => {
+        mod enforce {
+            $(#[test] fn $name() { super::enforced(super::Escape::$escape) })*
+        }
+        mod audit {
+            $(#[test] fn $name() { super::audited(super::Escape::$escape) })*
+        }
+        mod bare {
+            $(#[test] fn $name() { super::bare(super::Escape::$escape) })*
+        }
+    };
+}
+
+escapes! {
+    read_secret_directly: ReadDirect,
+    read_secret_through_symlink: ReadSymlink,
+    read_secret_through_proc_self_fd: ReadProcFd,
+    read_secret_through_io_uring: ReadIoUring,
+    race_path_rewrite_during_open: RaceOpen,
+    write_outside_workdir: WriteOutside,
+    exec_shell: ExecShell,
+    fileless_exec_memfd_execveat: ExecMemfd,
+    tcp_connect_loopback: NetTcp,
+    udp_send_loopback: NetUdp,
+    raw_socket: NetRaw,
+    ptrace_attach_outside: Ptrace,
+    create_user_namespace: UserNamespace,
+    mount_tmpfs: Mount,
+    clone3_with_namespace_flags: Clone3Namespaces,
+    signal_outside_process: SignalOutside,
+}
