@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
              run `cargo xtask setup` for a working binary"
         );
         fs::write(&object, b"").with_context(|| format!("failed to write {}", object.display()))?;
+        println!("cargo:rustc-env=FLAMEWARDEN_EBPF_HASH=none");
         return Ok(());
     }
     let root_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiler-ebpf");
@@ -48,5 +49,13 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         aya_build::Toolchain::default(),
-    )
+    )?;
+    // Pinned programs carry this: a flamewarden with another object replaces them.
+    let bytes =
+        fs::read(&object).with_context(|| format!("failed to read {}", object.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    println!("cargo:rustc-env=FLAMEWARDEN_EBPF_HASH={hash:016x}");
+    Ok(())
 }

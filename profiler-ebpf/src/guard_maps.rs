@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use profiler_common::{
-    ExecStack, GUARD_SYSCALLS, GuardFsKey, GuardNetPending, GuardRun, GuardViolation, GuardViolationKey,
-    MAX_GUARD_FS_RULES, MAX_GUARD_RUNS, MAX_GUARD_VIOLATIONS, MAX_INFLIGHT,
+    ExecStack, GUARD_FS_PATH_LEN, GUARD_SYSCALLS, GuardFsKey, GuardNetPending, GuardRun,
+    GuardViolation, GuardViolationKey, MAX_GUARD_FS_RULES, MAX_GUARD_RUNS, MAX_GUARD_VIOLATIONS,
+    MAX_INFLIGHT,
 };
 
 /// Sandbox runs, by cgroup id.
@@ -54,6 +55,28 @@ pub static GUARD_EXEC_STACKS: HashMap<u32, ExecStack> =
 /// The exec stack being taken, per CPU.
 #[map(name = "GUARD_EXEC_SCRATCH")]
 pub static GUARD_EXEC_SCRATCH: PerCpuArray<ExecStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// A path an audit-mode call would have been refused, as read at `sys_enter` (before another
+/// thread can rewrite the buffer), kept for the call's `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AuditPath {
+    /// `FS_*` rights the call needed and would not have had.
+    pub access: u32,
+    /// Bytes of `path`, without the NUL.
+    pub len: u32,
+    /// The path, NUL-padded.
+    pub path: [u8; GUARD_FS_PATH_LEN],
+}
+
+/// Audit-mode paths between `sys_enter` and `sys_exit`, by thread id.
+#[map(name = "GUARD_AUDIT_PATHS")]
+pub static GUARD_AUDIT_PATHS: HashMap<u32, AuditPath> =
+    HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// The audit path being kept, per CPU.
+#[map(name = "GUARD_AUDIT_SCRATCH")]
+pub static GUARD_AUDIT_SCRATCH: PerCpuArray<AuditPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// The violation being recorded, per CPU (too large for the BPF stack).
 #[map(name = "GUARD_SCRATCH")]

@@ -20,9 +20,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_ACTION_AUDITED,
-    GUARD_ARG_RULES, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES, GUARD_SYSCALLS,
-    ExecStack, GUARD_VIOLATION_SLOTS, GuardNetPending, GuardRun, GuardSyscallClass as Class,
+    ARG_ANY_BITS, ARG_EQUALS, ExecStack, FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE,
+    GUARD_ACTION_AUDITED, GUARD_ARG_RULES, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES,
+    GUARD_SYSCALLS, GUARD_VIOLATION_SLOTS, GuardNetPending, GuardRun, GuardSyscallClass as Class,
     GuardViolationKey, RUN_AUDIT, RUN_FS_CHECK, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS,
     VIOLATION_AUDITED, VIOLATION_DENIED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS,
     bitmap_has,
@@ -30,9 +30,9 @@ use profiler_common::{
 
 use crate::{
     guard_maps::{
-        GUARD_EXEC_SCRATCH, GUARD_EXEC_STACKS, GUARD_FS_ALLOW, GUARD_FS_SCRATCH,
-        GUARD_NET_PENDING, GUARD_RUN_PIDS, GUARD_RUNS, GUARD_SCRATCH, GUARD_SEEN,
-        GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
+        AuditPath, GUARD_AUDIT_PATHS, GUARD_AUDIT_SCRATCH, GUARD_EXEC_SCRATCH, GUARD_EXEC_STACKS,
+        GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_NET_PENDING, GUARD_RUN_PIDS, GUARD_RUNS,
+        GUARD_SCRATCH, GUARD_SEEN, GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
     },
     targets::current_cgroup_id,
 };
@@ -116,7 +116,11 @@ fn access_of(class: u32, args: &[u64; 6]) -> u32 {
             let flags = arg(args, flags_arg);
             let mode = flags & O_ACCMODE;
             if mode == O_WRONLY || flags & (O_CREAT | O_TRUNC) != 0 {
-                if mode == O_RDWR { FS_READ | FS_WRITE } else { FS_WRITE }
+                if mode == O_RDWR {
+                    FS_READ | FS_WRITE
+                } else {
+                    FS_WRITE
+                }
             } else if mode == O_RDWR {
                 FS_READ | FS_WRITE
             } else {
@@ -225,12 +229,24 @@ fn record(
     access: u32,
     net: Option<&GuardNetPending>,
 ) {
-    record_at(ctx.as_ptr(), run, call, kind, ret, access, net, core::ptr::null());
+    record_at(
+        ctx.as_ptr(),
+        run,
+        call,
+        kind,
+        ret,
+        access,
+        net,
+        core::ptr::null(),
+    );
 }
 
 /// [`record`] from any program: `ctx` for the stack walk, and `kernel_path` (a kernel string,
 /// e.g. an exec's file name) instead of the call's path argument when not null.
-#[expect(clippy::too_many_arguments, reason = "the parts of one violation record")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one violation record"
+)]
 #[inline(always)]
 pub fn record_at(
     ctx: *mut core::ffi::c_void,
@@ -275,9 +291,10 @@ pub fn record_at(
         let path_arg = Class::path_arg(call.class);
         if !kernel_path.is_null() {
             let dst = &mut (*v).path;
-            if let Ok(s) =
-                aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(kernel_path, &mut dst[..GUARD_PATH_LEN])
-            {
+            if let Ok(s) = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(
+                kernel_path,
+                &mut dst[..GUARD_PATH_LEN],
+            ) {
                 (*v).path_len = s.len() as u32 + 1;
             }
         } else if path_arg != Class::NO_ARG {
@@ -342,16 +359,33 @@ pub fn record_at(
 /// access is allowed or cannot be judged (relative paths resolve beneath the work directory).
 #[inline(always)]
 fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
+    let (denied, len) = fs_check(call, args);
+    let Some(key) = GUARD_FS_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch, filled by `fs_check`.
+    if denied != 0 && first_report(call.cgroup_id, unsafe { &(*key).data.path }, len, denied) {
+        denied
+    } else {
+        0
+    }
+}
+
+/// The rights a path call needs and its run does not grant, with the path left in this CPU's
+/// `GUARD_FS_SCRATCH` and its length; `FS_RELATIVE` for a relative path (user space judges
+/// it); `(0, 0)` when it cannot be read.
+#[inline(always)]
+fn fs_check(call: &Call, args: &[u64; 6]) -> (u32, usize) {
     let path_arg = Class::path_arg(call.class);
     if path_arg == Class::NO_ARG {
-        return 0;
+        return (0, 0);
     }
     let needed = access_of(call.class, args);
     if needed == 0 {
-        return 0;
+        return (0, 0);
     }
     let Some(key) = GUARD_FS_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return (0, 0);
     };
     let ptr = arg(args, path_arg) as *const u8;
     // SAFETY: `key` is this CPU's scratch value; the path is read from user memory by the
@@ -361,18 +395,18 @@ fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
         let dst = &mut (*key).data.path;
         match bpf_probe_read_user_str_bytes(ptr, &mut dst[..GUARD_FS_PATH_LEN]) {
             Ok(s) => s.len(),
-            Err(_) => return 0,
+            Err(_) => return (0, 0),
         }
     };
     if len == 0 {
-        return 0;
+        return (0, 0);
     }
     // SAFETY: as above.
     if unsafe { (*key).data.path[0] } != b'/' {
         // Relative: resolved beneath the working directory, possibly through a symlink the
         // program made there; user space resolves it after the run and keeps it only when
         // it leads outside the allowed trees.
-        return access_of(call.class, args) | FS_RELATIVE;
+        return (needed | FS_RELATIVE, len);
     }
     // The NUL is part of the key: `/usr/lib\0` matches the directory's own entry.
     let bits = FS_FIXED_BITS + 8 * (len as u32 + 1);
@@ -380,20 +414,38 @@ fn fs_would_deny(call: &Call, args: &[u64; 6]) -> u32 {
     unsafe { (*key).prefix_len = bits };
     // SAFETY: the key is a live map value read by the lookup helper.
     let allowed = GUARD_FS_ALLOW.get(unsafe { &*key }).copied().unwrap_or(0);
-    let denied = needed & !allowed;
-    // SAFETY: as above.
-    if denied != 0 && first_report(call.cgroup_id, unsafe { &(*key).data.path }, len) {
-        denied
-    } else {
-        0
+    (needed & !allowed, len)
+}
+
+/// Keeps the path an audit-mode call would be refused for, as read now, for its `sys_exit`.
+#[inline(always)]
+fn keep_audit_path(call: &Call, args: &[u64; 6]) {
+    let (denied, len) = fs_check(call, args);
+    if denied == 0 || denied & FS_RELATIVE != 0 {
+        return;
+    }
+    let (Some(key), Some(kept)) = (
+        GUARD_FS_SCRATCH.get_ptr(0),
+        GUARD_AUDIT_SCRATCH.get_ptr_mut(0),
+    ) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch values; the kept one is copied into the map at once.
+    unsafe {
+        (*kept).access = denied;
+        (*kept).len = len as u32;
+        (*kept).path = (*key).data.path;
+        let value: &AuditPath = &*kept;
+        let _ = GUARD_AUDIT_PATHS.insert(bpf_get_current_pid_tgid() as u32, value, 0);
     }
 }
 
-/// Whether this run has not reported `path` (its first `len` bytes) before; remembers it.
+/// Whether this run has not reported `path` (its first `len` bytes) for `access` before;
+/// remembers it.
 #[inline(always)]
-fn first_report(cgroup_id: u64, path: &[u8; GUARD_FS_PATH_LEN], len: usize) -> bool {
-    // FNV-1a.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+fn first_report(cgroup_id: u64, path: &[u8; GUARD_FS_PATH_LEN], len: usize, access: u32) -> bool {
+    // FNV-1a, seeded with the rights: reading a path and then writing it are two reports.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(access);
     let mut i = 0;
     while i < GUARD_FS_PATH_LEN {
         if i >= len {
@@ -436,7 +488,10 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let len = unsafe {
         (*key).data.cgroup_id = cgroup_id.to_ne_bytes();
         let dst = &mut (*key).data.path;
-        match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, &mut dst[..GUARD_FS_PATH_LEN]) {
+        match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(
+            name,
+            &mut dst[..GUARD_FS_PATH_LEN],
+        ) {
             Ok(s) => s.len(),
             Err(_) => return Ok(()),
         }
@@ -450,7 +505,8 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the key is a live map value read by the lookup helper.
     let allowed = GUARD_FS_ALLOW.get(unsafe { &*key }).copied().unwrap_or(0);
     // SAFETY: as above.
-    if allowed & FS_EXECUTE != 0 || !first_report(cgroup_id, unsafe { &(*key).data.path }, len) {
+    let path = unsafe { &(*key).data.path };
+    if allowed & FS_EXECUTE != 0 || !first_report(cgroup_id, path, len, FS_EXECUTE) {
         return Ok(());
     }
     let call = Call {
@@ -528,6 +584,10 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     // `sched_process_exec` tracepoint (`try_exec`), with the stack kept here.
     if kind == Class::EXEC && config.flags & RUN_FS_CHECK != 0 {
         keep_exec_stack(ctx);
+    }
+    if matches!(kind, Class::OPEN | Class::WRITE | Class::READ) && config.flags & RUN_FS_CHECK != 0
+    {
+        keep_audit_path(&call, &args);
     }
     Ok(())
 }
@@ -647,6 +707,31 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         // What Landlock would have refused: a path call that reached its file (a call that
         // failed, e.g. ENOENT, would have failed the same way under Landlock).
         let path_call = matches!(kind, Class::OPEN | Class::WRITE | Class::READ);
+        let kept = if path_call {
+            GUARD_AUDIT_PATHS.get_ptr(tid)
+        } else {
+            None
+        };
+        if let Some(kept) = kept {
+            // The path as it was when the call began: another thread may have rewritten the
+            // buffer since.
+            // SAFETY: a live map value of this thread, read before it is removed.
+            let (access, len, path) = unsafe { ((*kept).access, (*kept).len, &(*kept).path) };
+            if ret >= 0 && first_report(cgroup_id, path, len as usize, access) {
+                record_at(
+                    ctx.as_ptr(),
+                    run,
+                    &call,
+                    VIOLATION_AUDITED,
+                    ret,
+                    access,
+                    None,
+                    path.as_ptr(),
+                );
+            }
+            let _ = GUARD_AUDIT_PATHS.remove(tid);
+            return Ok(());
+        }
         if path_call && ret >= 0 && config.flags & RUN_FS_CHECK != 0 {
             let args = args(regs);
             let denied = fs_would_deny(&call, &args);

@@ -22,8 +22,8 @@ use aya::{
 };
 use profiler_common::{
     GuardAllowKey, GuardPolicy, MAP_GUARD_ALLOW, MAP_GUARD_EVENTS, MAP_GUARD_FS_ALLOW,
-    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUN_PIDS, MAP_GUARD_RUNS, MAP_GUARD_SEEN, MAP_GUARD_STATS,
-    MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
+    MAP_GUARD_NET_PENDING, MAP_GUARD_POLICIES, MAP_GUARD_RUN_PIDS, MAP_GUARD_RUNS, MAP_GUARD_SEEN,
+    MAP_GUARD_STATS, MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
 };
 
 use super::{MapSizes, ProbeError, system};
@@ -169,9 +169,12 @@ pub fn is_attached(dir: &Path) -> bool {
 /// Whether a pinned attachment was made by a flamewarden whose run entries have this one's
 /// layout; an older one is replaced.
 fn same_layout(dir: &Path) -> bool {
-    MapData::from_pin(map_pin(dir, MAP_GUARD_RUNS))
-        .and_then(|map| map.info())
-        .is_ok_and(|info| info.value_size() as usize == size_of::<profiler_common::GuardRun>())
+    version_dir(dir).is_dir()
+}
+
+/// An empty directory in the pin directory naming the eBPF object the pins came from.
+fn version_dir(dir: &Path) -> PathBuf {
+    dir.join(concat!("object-", env!("FLAMEWARDEN_EBPF_HASH")))
 }
 
 /// How [`attach`] found the cgroup.
@@ -196,7 +199,7 @@ pub fn attach(cgroup: &Path) -> Result<(u64, PathBuf, AttachOutcome), GuardAttac
     if dir.exists() {
         detach_dir(&dir)?;
     }
-    fs::create_dir_all(&dir).map_err(|source| GuardAttachError::Pin {
+    fs::create_dir_all(version_dir(&dir)).map_err(|source| GuardAttachError::Pin {
         path: dir.clone(),
         source,
     })?;
@@ -341,7 +344,13 @@ fn detach_dir(dir: &Path) -> Result<(), GuardAttachError> {
                 source,
             })?
             .path();
-        fs::remove_file(&path).map_err(|source| GuardAttachError::Pin { path, source })?;
+        let removed = if path.is_dir() {
+            // The object's version marker.
+            fs::remove_dir(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|source| GuardAttachError::Pin { path, source })?;
     }
     fs::remove_dir(dir).map_err(|source| GuardAttachError::Pin {
         path: dir.into(),

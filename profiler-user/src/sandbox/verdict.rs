@@ -7,9 +7,10 @@ use std::{
 };
 
 use profiler_common::{
-    FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_RULE_DENY_ALL, GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET,
-    GUARD_RULE_RAW_SOCKET, GuardHook, GuardRun, GuardSyscallClass as Class, GuardViolation,
-    VIOLATION_AUDITED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
+    FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_RULE_DENY_ALL, GUARD_RULE_NOT_ALLOWED,
+    GUARD_RULE_PACKET_SOCKET, GUARD_RULE_RAW_SOCKET, GuardHook, GuardRun,
+    GuardSyscallClass as Class, GuardViolation, VIOLATION_AUDITED, VIOLATION_FORK_RATE,
+    VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
 };
 use serde::Serialize;
 
@@ -332,7 +333,15 @@ pub fn decode(
                 let written = path(v)?;
                 let argument = if v.access & FS_RELATIVE != 0 {
                     // Relative (audit mode): where it leads now, and whether that is allowed.
-                    let real = std::fs::canonicalize(ctx.workdir.join(&written)).ok()?;
+                    let full = ctx.workdir.join(&written);
+                    // Creating, removing or renaming acts on the name itself (a symlink is not
+                    // followed); opening follows it.
+                    let real = if kind == Class::WRITE {
+                        let parent = std::fs::canonicalize(full.parent()?).ok()?;
+                        parent.join(full.file_name()?)
+                    } else {
+                        std::fs::canonicalize(&full).ok()?
+                    };
                     if ctx.allows(&real, v.access) {
                         return None;
                     }
