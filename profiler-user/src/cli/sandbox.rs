@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Also write the verdict to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Record a CPU flamegraph of the run (every process of its cgroup) to this file: .svg,
+    /// .folded, .json or .pb.gz.
+    #[arg(long, value_name = "OUT")]
+    pub profile: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -142,6 +146,7 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
                     stdout: Some(run.stdout.unwrap_or_else(|| "/dev/null".into())),
                     stderr: run.stderr,
                     command: run.command.into_iter().map(OsString::from).collect(),
+                    profile: None,
                 };
                 Ok(sandbox::run(&opts, &stop)?)
             });
@@ -165,6 +170,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         stdout: args.stdout,
         stderr: args.stderr,
         command: args.command,
+        profile: args.profile,
     };
     let verdict = sandbox::run(&opts, &stop)?;
     let text = serde_json::to_string_pretty(&verdict).context("cannot encode the verdict")?;

@@ -117,6 +117,17 @@ pub fn record_with(
     stop: &AtomicBool,
     symbolizer: &mut Symbolizer,
 ) -> Result<Recording, RecordError> {
+    record_ready(opts, stop, symbolizer, &AtomicBool::new(false))
+}
+
+/// [`record_with`] that sets `ready` once the programs are attached and the target is being
+/// sampled: a caller that starts the workload itself (a sandbox run) waits for it.
+pub fn record_ready(
+    opts: &RecordOptions,
+    stop: &AtomicBool,
+    symbolizer: &mut Symbolizer,
+    ready: &AtomicBool,
+) -> Result<Recording, RecordError> {
     let sampling = opts.mode != RecordMode::OffCpu;
     let blocking = opts.mode != RecordMode::Cpu;
     if sampling && (opts.frequency_hz == 0 || opts.frequency_hz > max_sample_rate()) {
@@ -149,6 +160,7 @@ pub fn record_with(
         None
     };
     session.release()?;
+    ready.store(true, std::sync::atomic::Ordering::Release);
 
     let mut watch = session.watch(opts.duration);
     let exit_status = watch.wait(stop, POLL)?;

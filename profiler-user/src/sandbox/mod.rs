@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 mod child;
+mod profile;
 mod run;
 pub mod stack;
 pub mod verdict;

@@ -10,8 +10,7 @@ use std::{
     },
     path::{Path, PathBuf},
     sync::{
-        Arc,
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -22,6 +21,7 @@ use profiler_common::{GuardRun, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
 use super::{
     cgroup::{CgroupLimits, RunCgroup, sandboxes_parent_v2_dir},
     child::{Child, ChildSetup},
+    profile::Profiling,
     stack::{StackSymbolizer, command_files},
     verdict::{self, LimitsHit, Status, Verdict, Violation},
 };
@@ -57,6 +57,8 @@ pub struct SandboxOptions {
     pub stderr: Option<PathBuf>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
+    /// Record a CPU profile of the run to this file (.svg, .folded, .json or .pb.gz).
+    pub profile: Option<PathBuf>,
 }
 
 /// How often the supervisor looks at CPU time and the kernel's trip flags while it waits.
@@ -121,8 +123,7 @@ struct Prepared {
 
 /// The policy of the last run, while its file is unchanged: a batch of runs parses it once.
 fn load_policy(path: &Path) -> Result<CompiledPolicy, SandboxError> {
-    static LAST: Mutex<Option<(PathBuf, std::time::SystemTime, CompiledPolicy)>> =
-        Mutex::new(None);
+    static LAST: Mutex<Option<(PathBuf, std::time::SystemTime, CompiledPolicy)>> = Mutex::new(None);
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut last = LAST
         .lock()
@@ -199,7 +200,9 @@ fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
 }
 
 fn lock(kernel: &Mutex<Kernel>) -> std::sync::MutexGuard<'_, Kernel> {
-    kernel.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    kernel
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The run's entries in the guard's maps; removed on drop.
@@ -364,6 +367,18 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         ],
     };
     let mut child = Child::spawn(&setup).map_err(io_error("fork"))?;
+    // The recording attaches before the command runs: its first instruction is sampled.
+    let mut notes = Vec::new();
+    let profiling = match &opts.profile {
+        Some(out) => match Profiling::start(cgroup.v2_path(), out) {
+            Ok(profiling) => Some(profiling),
+            Err(e) => {
+                notes.push(e);
+                None
+            }
+        },
+        None => None,
+    };
     if let Err(e) = cgroup.add_process(child.pid) {
         let pid = child.pid;
         drop(child);
@@ -391,6 +406,19 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     );
     let wall = started.elapsed();
     let _ = sink.flush();
+    if let Some(profiling) = profiling {
+        let title = format!(
+            "flamewarden sandbox run -- {}",
+            opts.command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let Err(e) = profiling.finish(&title) {
+            notes.push(e);
+        }
+    }
     // Whatever is left (background processes, a fork bomb's children) ends with the run.
     cgroup.kill_all();
     let usage = cgroup.usage();
@@ -451,11 +479,13 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     let limit_count = limit_violations.len() as u64;
     violations.extend(limit_violations);
     let interrupted = ended.interrupted;
-    let mut message = interrupted
-        .then(|| "interrupted: the run was stopped by a signal to flamewarden".to_owned());
-    if let Err(e) = cleanup {
-        message = Some(format!("cleanup: {e}"));
+    if interrupted {
+        notes.push("interrupted: the run was stopped by a signal to flamewarden".to_owned());
     }
+    if let Err(e) = cleanup {
+        notes.push(format!("cleanup: {e}"));
+    }
+    let message = (!notes.is_empty()).then(|| notes.join("; "));
     Ok(Verdict {
         status: verdict::status(interrupted, hit, enforced, exit_code, signal),
         exit_code,
