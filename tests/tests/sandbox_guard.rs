@@ -1,0 +1,230 @@
+//! The guard's kernel-side actions and the sandbox's other entry points: a `kill` rule ends the
+//! process at the call (the tracepoint's `bpf_send_signal`), `--profile` records the run's
+//! cgroup, `sandbox batch` runs many submissions, and a run left behind by a killed flamewarden
+//! is reaped by the next one.
+//!
+//! Run with `cargo test --release -p flamewarden-tests --test sandbox_guard -- --test-threads=1`.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::Write as _,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use flamewarden_tests::{
+    BackgroundProcess, flamewarden_bin, require_bpf,
+    sandbox::{Sandbox, escape_program, judge_policy, tagged_processes},
+    workloads::Workload,
+};
+use serde_json::Value;
+
+/// judge.toml with `ptrace` moved from the errno rule to a rule of its own with `action`.
+fn judge_with_ptrace(action: &str) -> tempfile::NamedTempFile {
+    let text = fs::read_to_string(judge_policy()).expect("read judge.toml");
+    let text = text.replacen("    \"ptrace\",\n", "", 1).replacen(
+        "[limits]",
+        &format!("[[syscalls.deny]]\nnames = [\"ptrace\"]\naction = \"{action}\"\n\n[limits]"),
+        1,
+    );
+    let mut file = tempfile::NamedTempFile::new().expect("temporary policy");
+    file.write_all(text.as_bytes()).expect("write the policy");
+    file
+}
+
+#[test]
+fn a_kill_rule_ends_the_process_at_the_call() {
+    if !require_bpf() {
+        return;
+    }
+    let policy = judge_with_ptrace("kill");
+    let workdir = tempfile::tempdir().expect("temporary directory");
+    let run = Sandbox {
+        workdir: Some(workdir.path().to_owned()),
+        ..Sandbox::new(policy.path())
+    }
+    .run(&escape_program("kill_ptrace"), &[]);
+    let verdict = &run.verdict;
+    verdict.assert_status("security_violation");
+    assert_eq!(verdict.0["signal"], 9, "killed by SIGKILL: {verdict}");
+    let violation = verdict.expect_violation("syscalls.kill", "killed");
+    assert_eq!(violation["syscall"], "ptrace", "{verdict}");
+    assert!(
+        workdir.path().join("before").exists(),
+        "the program never ran: {verdict}"
+    );
+    assert!(
+        !workdir.path().join("after").exists(),
+        "the program outlived its ptrace call: {verdict}"
+    );
+}
+
+#[test]
+fn a_kill_rule_in_audit_mode_only_reports() {
+    if !require_bpf() {
+        return;
+    }
+    let policy = judge_with_ptrace("kill");
+    let workdir = tempfile::tempdir().expect("temporary directory");
+    let run = Sandbox {
+        workdir: Some(workdir.path().to_owned()),
+        mode: Some("audit"),
+        ..Sandbox::new(policy.path())
+    }
+    .run(&escape_program("kill_ptrace"), &[]);
+    let verdict = &run.verdict;
+    verdict.assert_status("ok");
+    let violation = verdict.expect_violation("syscalls.kill", "audited");
+    assert_eq!(violation["syscall"], "ptrace", "{verdict}");
+    assert!(
+        workdir.path().join("after").exists(),
+        "audit mode killed the program: {verdict}"
+    );
+}
+
+#[test]
+fn profile_records_the_hot_function_of_the_run() {
+    if !require_bpf() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let folded = scratch.path().join("run.folded");
+    let policy = fs::read_to_string(judge_policy())
+        .expect("read judge.toml")
+        .replace("cpu_time = \"2s\"", "cpu_time = \"20s\"")
+        .replace("wall_time = \"5s\"", "wall_time = \"40s\"");
+    let policy_path = scratch.path().join("policy.toml");
+    fs::write(&policy_path, policy).expect("write the policy");
+    let output = Command::new(flamewarden_bin())
+        .args(["--log", "error", "sandbox", "run", "--policy"])
+        .arg(&policy_path)
+        .arg("--profile")
+        .arg(&folded)
+        .args(["--stdout", "/dev/null", "--"])
+        .arg(Workload::CpuMix.path())
+        .arg("3000")
+        .output()
+        .expect("run flamewarden");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sandbox run failed:\n{stderr}");
+    let text =
+        fs::read_to_string(&folded).unwrap_or_else(|e| panic!("no profile ({e}):\n{stderr}"));
+    let (mut total, mut hot) = (0u64, 0u64);
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("a folded line");
+        let count: u64 = count.parse().expect("a count");
+        total += count;
+        if stack.rsplit(';').next() == Some("hot_function") {
+            hot += count;
+        }
+    }
+    assert!(total >= 20, "too few samples ({total}) in\n{text}");
+    let share = hot as f64 / total as f64;
+    // cpu_mix spends 60 % in hot_function.
+    assert!(
+        (0.45..=0.75).contains(&share),
+        "hot_function self share {share:.2} in\n{text}"
+    );
+}
+
+#[test]
+fn batch_runs_every_line_and_reports_bad_ones() {
+    if !require_bpf() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let out = scratch.path().join("out.txt");
+    let input = format!(
+        "{{\"command\": [\"/bin/true\"]}}\n{{\"command\": [\"/bin/false\"]}}\n\
+         {{\"command\": [{}, \"10\"], \"stdout\": {}}}\n{{\"bogus\": 1}}\n",
+        serde_json::to_string(&Workload::CpuMix.path()).expect("path as JSON"),
+        serde_json::to_string(&out).expect("path as JSON")
+    );
+    let mut child = Command::new(flamewarden_bin())
+        .args(["--log", "error", "sandbox", "batch", "--policy"])
+        .arg(judge_policy())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run flamewarden");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the batch");
+    let output = child.wait_with_output().expect("wait for flamewarden");
+    assert!(output.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["status"], "ok");
+    assert_eq!(lines[1]["status"], "runtime_error");
+    assert_eq!(lines[1]["exit_code"], 1);
+    assert_eq!(lines[2]["status"], "ok");
+    let written = fs::read_to_string(&out).expect("the run's stdout");
+    assert!(written.contains("cpu_seconds="), "{written:?}");
+    assert_eq!(lines[3]["line"], 4, "{:?}", lines[3]);
+    assert!(
+        lines[3]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bogus"))
+    );
+}
+
+#[test]
+fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
+    if !require_bpf() {
+        return;
+    }
+    let tag = flamewarden_tests::sandbox::new_tag();
+    let mut first = BackgroundProcess::spawn(
+        Command::new(flamewarden_bin())
+            .args(["--log", "error", "sandbox", "run", "--policy"])
+            .arg(judge_policy())
+            .arg("--")
+            .arg(escape_program("wall_sleep"))
+            .arg("30")
+            .arg(format!("tag={tag}"))
+            .env(flamewarden_tests::sandbox::TAG_ENV, &tag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "sandbox run",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The command itself (flamewarden carries the tag too, in its arguments).
+    let first_pid = first.pid() as i32;
+    let command_running = || {
+        tagged_processes(&tag)
+            .iter()
+            .any(|(pid, _)| *pid != first_pid)
+    };
+    while !command_running() {
+        assert!(Instant::now() < deadline, "the run never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let run_dir = format!(
+        "/sys/fs/cgroup/unified/flamewarden-sandboxes/run-{}-0",
+        first.pid()
+    );
+    first.signal(libc::SIGKILL);
+    first.wait_or_kill(Duration::from_secs(5));
+    assert!(
+        command_running(),
+        "the command died with flamewarden: nothing to reap"
+    );
+    let next = Sandbox::new(&judge_policy()).run(&escape_program("benign"), &[OsString::from("0")]);
+    assert_eq!(next.verdict.status(), "ok", "{}", next.verdict);
+    assert!(
+        tagged_processes(&tag).is_empty(),
+        "the orphaned run's command is still alive"
+    );
+    assert!(
+        !std::path::Path::new(&run_dir).exists(),
+        "{run_dir} was not removed"
+    );
+}
