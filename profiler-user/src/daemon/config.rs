@@ -125,6 +125,14 @@ pub enum ConfigError {
     /// Not TOML, an unknown key, a wrong type, or an unacceptable value (`file:line:column`).
     #[error(transparent)]
     Invalid(PolicyError),
+    /// A command-line value is unacceptable.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A sandbox policy is invalid.
     #[error("sandbox policy of `{glob}`: {source}")]
     Policy {
@@ -171,10 +179,17 @@ fn validate(
         .or(file.bearer_token)
         .filter(|t| !t.is_empty());
     if !listen.ip().is_loopback() && bearer_token.is_none() {
+        let message = format!("{listen} is not a loopback address: set `bearer_token` to serve it");
+        if overrides.listen.is_some() || path.is_none() {
+            return Err(ConfigError::Flag {
+                flag: "--listen",
+                message,
+            });
+        }
         return Err(ConfigError::Invalid(source.value_error(
             file.listen.span(),
             "listen",
-            format!("{listen} is not a loopback address: set `bearer_token` to serve it"),
+            message,
         )));
     }
     let base = path

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod syscalls;
 
 use std::{
+    fs,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, RwLock,
@@ -189,6 +190,7 @@ async fn serve_until_stopped(
     shared.ready.store(true, Ordering::Relaxed);
     let reloader = {
         let shared = Arc::clone(&shared);
+        let (config_file, overrides) = (config_file.clone(), overrides.clone());
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 match &config_file {
@@ -200,6 +202,31 @@ async fn serve_until_stopped(
                                 .await;
                     }
                     None => tracing::warn!("SIGHUP: no --config file to reload"),
+                }
+            }
+        })
+    };
+    // A changed file is reloaded like on SIGHUP (checked every 2 s).
+    let watcher = {
+        let shared = Arc::clone(&shared);
+        let config_file = config_file.clone();
+        let overrides = overrides.clone();
+        tokio::spawn(async move {
+            let Some(path) = config_file else {
+                return;
+            };
+            let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut seen = mtime(&path);
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let now = mtime(&path);
+                if now.is_some() && now != seen {
+                    seen = now;
+                    tracing::info!("{} changed: reloading", path.display());
+                    let (shared, path, overrides) =
+                        (Arc::clone(&shared), path.clone(), overrides.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || shared.reload(&path, &overrides)).await;
                 }
             }
         })
@@ -222,7 +249,7 @@ async fn serve_until_stopped(
     stop.notified().await;
     tracing::info!("shutting down");
     shared.ready.store(false, Ordering::Relaxed);
-    for task in [server, reloader, on_interrupt, on_terminate] {
+    for task in [server, reloader, watcher, on_interrupt, on_terminate] {
         task.abort();
     }
     Ok(())

@@ -34,6 +34,11 @@ impl CgroupNames {
             .unwrap_or_else(|| format!("cgroup-{id}"))
     }
 
+    /// Forgets the paths of cgroups not in `live`.
+    pub fn retain(&mut self, live: &HashSet<u64>) {
+        self.paths.retain(|id, _| live.contains(id));
+    }
+
     /// The ids of every cgroup v2 directory now.
     pub fn all_ids() -> HashSet<u64> {
         walk().into_iter().map(|(id, _)| id).collect()

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::{
     config::{DaemonConfig, SandboxGlob, wildcard_match},
     names::CgroupNames,
-    syscalls::{SyscallCollector, SyscallTotalsMap},
+    syscalls::{REMOVED_CGROUPS, SyscallCollector, SyscallTotalsMap},
 };
 use crate::{
     collect::guard::{GuardEventReader, Violation},
@@ -170,6 +170,7 @@ impl Node {
                 }
                 Ok(NodeRequest::Reload(config)) => {
                     self.config = config;
+                    self.reapply_policies();
                     tracing::info!("configuration reloaded");
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -182,6 +183,9 @@ impl Node {
                 if let Err(e) = self.syscalls.retire_exited() {
                     tracing::warn!("syscall map upkeep: {e}");
                 }
+                let live = CgroupNames::all_ids();
+                self.syscalls.fold_removed_cgroups(&live);
+                self.names.retain(&live);
             }
         }
     }
@@ -192,7 +196,10 @@ impl Node {
                 let ids: HashSet<u64> = totals.keys().map(|(id, _)| *id).collect();
                 let names = ids
                     .into_iter()
-                    .map(|id| (id, self.names.path(id)))
+                    .map(|id| match id {
+                        REMOVED_CGROUPS => (id, "removed".to_owned()),
+                        _ => (id, self.names.path(id)),
+                    })
                     .collect();
                 SyscallView {
                     totals,
@@ -346,6 +353,28 @@ impl Node {
         }
         if changed {
             self.publish_sandboxes();
+        }
+    }
+
+    /// Rewrites the policy of every guarded sandbox from the configuration now in use, in
+    /// place: the old entry holds until the new one replaces it. Sandboxes whose glob is gone
+    /// are released by the next [`Self::discover`].
+    fn reapply_policies(&mut self) {
+        let config = Arc::clone(&self.config);
+        let mut failed = Vec::new();
+        for (id, g) in &self.guarded {
+            let Some(glob) = config.sandboxes.iter().find(|s| s.glob == g.glob) else {
+                continue;
+            };
+            let entries = attach::network_entries(&glob.policy.network, glob.policy.mode, *id);
+            if let Some(parent) = self.parents.get_mut(&g.parent)
+                && let Err(e) = parent.maps.set_policy(*id, entries.policy, &entries.allow)
+            {
+                failed.push((g.path.clone(), e));
+            }
+        }
+        for (path, e) in failed {
+            self.attach_failed(&path, &e);
         }
     }
 

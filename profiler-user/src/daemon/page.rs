@@ -31,7 +31,7 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 8px;\
 text-align:left}th{background:#eee}td.n{text-align:right}h2{margin-top:1.2em}\
-.flame svg{width:100%;height:auto}";
+.flame svg{width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:0 2.5em}";
 
 /// Renders the page.
 pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
@@ -53,7 +53,8 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
     let _ = write!(
         html,
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>flamewarden — node \
-         overview</title><style>{STYLE}</style></head><body><h1>flamewarden node overview</h1>"
+         overview</title><style>{STYLE}</style></head><body><h1>flamewarden node overview</h1>\
+         <div class=\"grid\"><div>"
     );
     html.push_str("<h2>Top syscalls</h2><table id=\"syscalls\"><tr><th>syscall</th><th>calls</th><th>errors</th></tr>");
     for (nr, (count, errors)) in syscalls.iter().take(15) {
@@ -63,7 +64,7 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
             escape(&syscall_name(*nr))
         );
     }
-    html.push_str("</table><h2>Syscalls by cgroup</h2><table id=\"cgroups\"><tr><th>cgroup</th><th>calls</th></tr>");
+    html.push_str("</table></div><div><h2>Syscalls by cgroup</h2><table id=\"cgroups\"><tr><th>cgroup</th><th>calls</th></tr>");
     for (id, count) in cgroups.iter().take(15) {
         let name = view
             .names
@@ -76,10 +77,10 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
             escape(&name)
         );
     }
-    html.push_str("</table>");
+    html.push_str("</table></div>");
     {
         let board = shared.board.lock().unwrap();
-        html.push_str("<h2>Guarded sandboxes</h2><table id=\"sandboxes\"><tr><th>cgroup</th><th>glob</th><th>guard</th><th>violations</th></tr>");
+        html.push_str("<div><h2>Guarded sandboxes</h2><table id=\"sandboxes\"><tr><th>cgroup</th><th>glob</th><th>guard</th><th>violations</th></tr>");
         for s in &board.sandboxes {
             let _ = write!(
                 html,
@@ -90,7 +91,7 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
                 s.violations
             );
         }
-        html.push_str("</table><h2>Violations</h2><table id=\"violations\"><tr><th>rule</th><th>action</th><th>count</th></tr>");
+        html.push_str("</table></div><div><h2>Violations</h2><table id=\"violations\"><tr><th>rule</th><th>action</th><th>count</th></tr>");
         for ((rule, action), n) in &board.violations {
             let _ = write!(
                 html,
@@ -99,7 +100,7 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
                 escape(action)
             );
         }
-        html.push_str("</table><h3>Latest violations</h3><table id=\"events\"><tr><th>cgroup</th><th>pid</th><th>comm</th><th>call</th><th>rule</th><th>action</th><th>argument</th></tr>");
+        html.push_str("</table></div></div><h2>Latest violations</h2><table id=\"events\"><tr><th>cgroup</th><th>pid</th><th>comm</th><th>call</th><th>rule</th><th>action</th><th>argument</th></tr>");
         for r in board.recent.iter().rev().take(20) {
             let v = &r.violation;
             let _ = write!(

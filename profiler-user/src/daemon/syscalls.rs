@@ -2,7 +2,10 @@
 //! folded into per-(cgroup, syscall) totals, and entries of exited processes moved out of the
 //! kernel map so that it does not fill up on a busy node.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use aya::{
     Ebpf,
@@ -51,6 +54,10 @@ impl SyscallTotals {
         }
     }
 }
+
+/// The cgroup id under which the totals of removed cgroups are kept: their count stays in the
+/// node's totals while the daemon's memory stays bounded, however many sandboxes come and go.
+pub const REMOVED_CGROUPS: u64 = 0;
 
 /// Totals keyed by (cgroup id, syscall number).
 pub type SyscallTotalsMap = HashMap<(u64, u32), SyscallTotals>;
@@ -108,6 +115,24 @@ impl SyscallCollector {
                 });
         }
         Ok((totals, snapshot.counters))
+    }
+
+    /// Folds the retired totals of cgroups not in `live` into [`REMOVED_CGROUPS`].
+    pub fn fold_removed_cgroups(&mut self, live: &HashSet<u64>) {
+        let removed: Vec<(u64, u32)> = self
+            .retired
+            .keys()
+            .filter(|(cgroup, _)| *cgroup != REMOVED_CGROUPS && !live.contains(cgroup))
+            .copied()
+            .collect();
+        for key in removed {
+            if let Some(totals) = self.retired.remove(&key) {
+                self.retired
+                    .entry((REMOVED_CGROUPS, key.1))
+                    .or_default()
+                    .add(&totals);
+            }
+        }
     }
 
     /// Moves the entries of processes that have exited out of the kernel map into the

@@ -55,12 +55,24 @@ pub(super) fn layout() -> Result<&'static Layout, CgroupError> {
 
 fn set_up() -> Result<Layout, CgroupError> {
     let hierarchies = hierarchies()?;
-    let mut v1_parents = Vec::with_capacity(hierarchies.v1.len());
+    let v2_parent = hierarchies.v2_own.join(PARENT);
+    make_dir_if_missing(&v2_parent)?;
+    // cgroup v2 accounts CPU time in `cpu.stat` without any controller: a v1 `cpuacct`
+    // hierarchy would only cost a directory and a migration per run.
+    let v2_cpu_stat = v2_parent.join("cpu.stat").exists();
+    let v1: Vec<_> = hierarchies
+        .v1
+        .iter()
+        .filter(|h| {
+            h.controllers.contains(Controllers::PIDS)
+                || h.controllers.contains(Controllers::MEMORY)
+                || !v2_cpu_stat
+        })
+        .collect();
+    let mut v1_parents = Vec::with_capacity(v1.len());
     let mut v1_controllers = Controllers::default();
     let place_v1 = |wanted: Controllers| {
-        hierarchies
-            .v1
-            .iter()
+        v1.iter()
             .position(|h| h.controllers.contains(wanted))
             .map(Place::V1)
     };
@@ -69,15 +81,13 @@ fn set_up() -> Result<Layout, CgroupError> {
         place_v1(Controllers::MEMORY),
         place_v1(Controllers::CPUACCT),
     );
-    for hierarchy in &hierarchies.v1 {
+    for hierarchy in &v1 {
         let parent = hierarchy.own.join(PARENT);
         make_dir_if_missing(&parent)?;
         v1_parents.push(parent);
         v1_controllers = v1_controllers.union(hierarchy.controllers);
     }
 
-    let v2_parent = hierarchies.v2_own.join(PARENT);
-    make_dir_if_missing(&v2_parent)?;
     // Controllers bound to a v1 hierarchy are never available in v2.
     let wanted: Vec<&str> = [
         ("pids", Controllers::PIDS),
