@@ -10,8 +10,8 @@
 
 pub mod attach;
 pub mod exec;
-pub mod run_entry;
 mod landlock;
+pub mod run_entry;
 mod seccomp;
 
 #[cfg(test)]

@@ -83,7 +83,9 @@ pub fn favordynmods(root: bool) -> anyhow::Result<Outcome> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         (fields.get(2) == Some(&"cgroup2")).then(|| (fields[1].to_owned(), fields[3].to_owned()))
     }) else {
-        return Ok(Outcome::Present("no cgroup2 mount; sandbox runs need one".into()));
+        return Ok(Outcome::Present(
+            "no cgroup2 mount; sandbox runs need one".into(),
+        ));
     };
     if options.split(',').any(|o| o == "favordynmods") {
         return Ok(Outcome::Present(format!("favordynmods on {target}")));
