@@ -10,7 +10,7 @@ use seccompiler::BpfProgram;
 use syscalls::Errno;
 
 use super::{GuardError, landlock, seccomp};
-use crate::policy::{CompiledPolicy, Mode};
+use crate::policy::{CompiledPolicy, Mode, SeccompLayer};
 
 /// The kernel's `struct rlimit64`, as `prlimit64` takes it.
 #[repr(C)]
@@ -57,7 +57,7 @@ impl PreparedLayers {
         Ok(Self {
             landlock,
             landlock_abi,
-            seccomp: seccomp::build(&policy.seccomp, policy.mode)?,
+            seccomp: seccomp_programs(&policy.seccomp, policy.mode)?,
             rlimits: rlimits(policy)?,
             mode: policy.mode,
         })
@@ -139,6 +139,25 @@ impl PreparedLayers {
         }
         Ok(())
     }
+}
+
+/// The seccomp programs of a layer, compiled once per process for the last layer seen: a batch
+/// of runs under one policy compiles them once.
+fn seccomp_programs(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardError> {
+    type Cached = Option<(SeccompLayer, Mode, Vec<BpfProgram>)>;
+    static LAST: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((cached, cached_mode, programs)) = last.as_ref()
+        && cached == layer
+        && *cached_mode == mode
+    {
+        return Ok(programs.clone());
+    }
+    let programs = seccomp::build(layer, mode)?;
+    *last = Some((layer.clone(), mode, programs.clone()));
+    Ok(programs)
 }
 
 /// The rlimits a policy implies, capped at the current hard limits.

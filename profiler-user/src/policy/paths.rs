@@ -191,10 +191,15 @@ fn check_denied(
     denied: &[DeniedPath],
     allowed: &[(PathBuf, &PathRule)],
 ) -> Result<(), PolicyError> {
+    // Each path resolved once: resolving walks every component (a readlink each), and a run
+    // checks every denied path against every allowed one.
+    let allowed: Vec<(PathBuf, &PathBuf, &PathRule)> = allowed
+        .iter()
+        .map(|(path, rule)| (canonical(path), path, *rule))
+        .collect();
     for deny in denied {
         let deny_path = canonical(&deny.path);
-        for (path, rule) in allowed {
-            let allowed_path = canonical(path);
+        for (allowed_path, path, rule) in &allowed {
             let message = if deny_path.starts_with(&allowed_path) {
                 format!(
                     "{} is denied but lies inside the allowed tree {}",

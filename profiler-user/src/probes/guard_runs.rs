@@ -157,9 +157,16 @@ impl RunMaps {
         self.runs.get(&id, 0).ok()
     }
 
+    /// The slots run `id` may have filled: as many as the kernel counted, at most all.
+    fn used_slots(&self, id: u64) -> u32 {
+        self.state(id)
+            .map_or(GUARD_VIOLATION_SLOTS, |run| run.violations)
+            .min(GUARD_VIOLATION_SLOTS)
+    }
+
     /// The violations recorded for run `id`, in slot order.
     pub fn violations(&self, id: u64) -> Vec<GuardViolation> {
-        (0..GUARD_VIOLATION_SLOTS)
+        (0..self.used_slots(id))
             .filter_map(|slot| {
                 let key = GuardViolationKey {
                     cgroup_id: id,
@@ -173,8 +180,9 @@ impl RunMaps {
 
     /// Removes everything of run `id`; `fs_allow` as given to [`Self::insert`].
     pub fn remove(&mut self, id: u64, fs_allow: &[(u32, GuardFsKey, u32)]) {
+        let used = self.used_slots(id);
         let _ = self.runs.remove(&id);
-        for slot in 0..GUARD_VIOLATION_SLOTS {
+        for slot in 0..used {
             let key = GuardViolationKey {
                 cgroup_id: id,
                 slot,
