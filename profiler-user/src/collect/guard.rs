@@ -15,7 +15,7 @@ use profiler_common::{
 };
 use serde::Serialize;
 
-use crate::probes::guard::{GuardAttachError, map_pin};
+use crate::probes::guard::{GuardAttachError, map_error, open_pinned};
 
 /// Reads the violation events of one pinned attachment. The ring buffer has one consumer: run
 /// one reader per attachment.
@@ -47,22 +47,10 @@ pub struct Violation {
     pub argument: String,
 }
 
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> GuardAttachError {
-    move |e| GuardAttachError::Map {
-        name,
-        source: Box::new(e),
-    }
-}
-
 impl GuardEventReader {
     /// Opens the ring buffer and counters pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self, GuardAttachError> {
-        let open = |name: &'static str| {
-            MapData::from_pin(map_pin(dir, name)).map_err(|e| GuardAttachError::Map {
-                name,
-                source: Box::new(e),
-            })
-        };
+        let open = |name| open_pinned(dir, name);
         Ok(Self {
             ring: RingBuf::try_from(Map::RingBuf(open(MAP_GUARD_EVENTS)?))
                 .map_err(map_error(MAP_GUARD_EVENTS))?,

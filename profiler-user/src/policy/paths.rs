@@ -200,7 +200,7 @@ fn check_denied(
     for deny in denied {
         let deny_path = canonical(&deny.path);
         for (allowed_path, path, rule) in &allowed {
-            let message = if deny_path.starts_with(&allowed_path) {
+            let message = if deny_path.starts_with(allowed_path) {
                 format!(
                     "{} is denied but lies inside the allowed tree {}",
                     deny.path.display(),

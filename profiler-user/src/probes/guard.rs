@@ -156,6 +156,22 @@ pub fn map_pin(dir: &Path, map: &str) -> PathBuf {
     dir.join(format!("map_{map}"))
 }
 
+/// The guard map `name` pinned in `dir`.
+pub fn open_pinned(dir: &Path, name: &'static str) -> Result<MapData, GuardAttachError> {
+    MapData::from_pin(map_pin(dir, name)).map_err(|e| GuardAttachError::Map {
+        name,
+        source: Box::new(e),
+    })
+}
+
+/// The error of an operation on guard map `name`.
+pub fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> GuardAttachError {
+    move |e| GuardAttachError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
 /// Whether every link and map of an attachment is pinned in `dir`.
 pub fn is_attached(dir: &Path) -> bool {
     GUARD_PROGRAMS
@@ -367,20 +383,10 @@ pub struct GuardMaps {
 impl GuardMaps {
     /// Opens the maps pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self, GuardAttachError> {
-        let open = |name: &'static str| {
-            MapData::from_pin(map_pin(dir, name)).map_err(|e| GuardAttachError::Map {
-                name,
-                source: Box::new(e),
-            })
-        };
-        let map_err = |name: &'static str, e: aya::maps::MapError| GuardAttachError::Map {
-            name,
-            source: Box::new(e),
-        };
-        let policies = HashMap::try_from(Map::HashMap(open(MAP_GUARD_POLICIES)?))
-            .map_err(|e| map_err(MAP_GUARD_POLICIES, e))?;
-        let allow = LpmTrie::try_from(Map::LpmTrie(open(MAP_GUARD_ALLOW)?))
-            .map_err(|e| map_err(MAP_GUARD_ALLOW, e))?;
+        let policies = HashMap::try_from(Map::HashMap(open_pinned(dir, MAP_GUARD_POLICIES)?))
+            .map_err(map_error(MAP_GUARD_POLICIES))?;
+        let allow = LpmTrie::try_from(Map::LpmTrie(open_pinned(dir, MAP_GUARD_ALLOW)?))
+            .map_err(map_error(MAP_GUARD_ALLOW))?;
         Ok(Self { policies, allow })
     }
 

@@ -14,7 +14,10 @@ use profiler_common::{
     MAP_GUARD_RUN_PIDS, MAP_GUARD_RUNS, MAP_GUARD_SYSCALL_CLASS, MAP_GUARD_VIOLATIONS,
 };
 
-use super::{ProbeError, guard::GuardAttachError, guard::map_pin};
+use super::{
+    ProbeError,
+    guard::{GuardAttachError, map_error, open_pinned},
+};
 
 const NO: u32 = Class::NO_ARG;
 
@@ -99,22 +102,10 @@ pub struct RunMaps {
     pids: HashMap<MapData, u32, u64>,
 }
 
-fn map_error(name: &'static str) -> impl Fn(MapError) -> GuardAttachError {
-    move |e| GuardAttachError::Map {
-        name,
-        source: Box::new(e),
-    }
-}
-
 impl RunMaps {
     /// Opens the maps pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self, GuardAttachError> {
-        let open = |name: &'static str| {
-            MapData::from_pin(map_pin(dir, name)).map_err(|e| GuardAttachError::Map {
-                name,
-                source: Box::new(e),
-            })
-        };
+        let open = |name| open_pinned(dir, name);
         Ok(Self {
             runs: HashMap::try_from(Map::HashMap(open(MAP_GUARD_RUNS)?))
                 .map_err(map_error(MAP_GUARD_RUNS))?,
