@@ -9,6 +9,7 @@
 )]
 
 mod guard;
+mod guard_audit;
 mod guard_maps;
 mod guard_sys;
 mod lifecycle;
@@ -90,7 +91,7 @@ pub fn guard_sys_exit(ctx: RawTracePointContext) -> i32 {
 /// `sched/sched_process_exec` of the guard: files executed in audit-mode runs.
 #[tracepoint]
 pub fn guard_sched_exec(ctx: TracePointContext) -> u32 {
-    match guard_sys::try_exec(&ctx) {
+    match guard_audit::try_exec(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

@@ -6,6 +6,7 @@ mod child;
 mod profile;
 mod run;
 pub mod stack;
+mod supervise;
 pub mod verdict;
 
 pub use run::{SandboxError, SandboxOptions, run};

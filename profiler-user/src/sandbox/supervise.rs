@@ -1,0 +1,159 @@
+//! Waiting for a run: its output copied and counted, its limits watched from outside, the
+//! kernel's trip flags read, and the whole cgroup killed when any of them ends the run.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use profiler_common::{TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
+
+use super::{cgroup::RunCgroup, child::Child, run::Registered};
+use crate::{
+    launch::{ExitStatus, wait},
+    policy,
+};
+
+/// How often the supervisor looks at CPU time and the kernel's trip flags while it waits.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How the wait ended.
+pub(super) struct Outcome {
+    pub(super) exit: ExitStatus,
+    pub(super) output_bytes: u64,
+    pub(super) output: bool,
+    pub(super) wall_time: bool,
+    pub(super) cpu_time: bool,
+    pub(super) interrupted: bool,
+}
+
+/// Copies the command's output (counting it), watches the limits and the kernel's trip flags,
+/// and waits for the command; on any limit, trip or `stop` the whole cgroup is killed.
+#[expect(clippy::too_many_arguments, reason = "the parts of one run, borrowed")]
+pub(super) fn supervise(
+    child: &Child,
+    cgroup: &RunCgroup,
+    registered: &Registered,
+    out: OwnedFd,
+    sink: &mut dyn io::Write,
+    limits: &policy::Limits,
+    stop: &Arc<AtomicBool>,
+    started: Instant,
+) -> io::Result<Outcome> {
+    let mut outcome = Outcome {
+        exit: ExitStatus::Code(0),
+        output_bytes: 0,
+        output: false,
+        wall_time: false,
+        cpu_time: false,
+        interrupted: false,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out_open = true;
+    let mut killed = false;
+    let mut exited: Option<ExitStatus> = None;
+    let cpu_limit_ns = limits.cpu_time.map(|d| d.as_nanos() as u64);
+    // The child's pidfd turns readable when it exits: one poll waits for output, exit and the
+    // next check, whichever comes first.
+    // SAFETY: pidfd_open with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid as libc::pid_t, 0) };
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: a new fd owned by nobody else.
+        Some(unsafe { OwnedFd::from_raw_fd(pidfd as i32) })
+    } else {
+        None
+    };
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: if out_open { out.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match (&pidfd, exited) {
+                    (Some(fd), None) => fd.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = if exited.is_some() && killed && !out_open {
+            0
+        } else {
+            POLL.as_millis() as i32
+        };
+        // SAFETY: two valid pollfds; negative fds are ignored.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n > 0 && fds[0].revents != 0 {
+            // SAFETY: reading into a valid buffer of its length.
+            let got = unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got > 0 {
+                let got = got as usize;
+                let allowed = limits.output_bytes.map_or(got as u64, |max| {
+                    max.saturating_sub(outcome.output_bytes).min(got as u64)
+                });
+                sink.write_all(&buf[..allowed as usize])?;
+                outcome.output_bytes += got as u64;
+                if limits
+                    .output_bytes
+                    .is_some_and(|max| outcome.output_bytes > max)
+                {
+                    outcome.output = true;
+                }
+            } else if got == 0 {
+                out_open = false;
+            }
+        }
+        if exited.is_none() {
+            exited = wait(child.pid, false)?;
+        }
+        if exited.is_some() {
+            if !killed {
+                // The command is done; what it left running goes with it, and so does the
+                // pipe's last writer.
+                cgroup.kill_all();
+                killed = true;
+            }
+            if !out_open || n == 0 {
+                break;
+            }
+            continue;
+        }
+        if killed {
+            continue;
+        }
+        let mut end = outcome.output;
+        if stop.load(Ordering::Relaxed) {
+            outcome.interrupted = true;
+            end = true;
+        }
+        if limits.wall_time.is_some_and(|w| started.elapsed() >= w) {
+            outcome.wall_time = true;
+            end = true;
+        }
+        if let Some(limit) = cpu_limit_ns
+            && cgroup.usage().cpu_time_ns.is_some_and(|used| used >= limit)
+        {
+            outcome.cpu_time = true;
+            end = true;
+        }
+        if let Some(state) = registered.state()
+            && state.tripped & (TRIP_FORK_RATE | TRIP_KILLED | TRIP_TASKS) != 0
+        {
+            end = true;
+        }
+        if end {
+            cgroup.kill_all();
+            killed = true;
+        }
+    }
+    outcome.exit = exited.unwrap_or(ExitStatus::Signal(9));
+    Ok(outcome)
+}
