@@ -5,6 +5,7 @@ pub mod guard;
 pub mod mappings;
 pub mod net;
 pub mod offcpu;
+mod read;
 pub mod samples;
 pub mod syscalls;
 

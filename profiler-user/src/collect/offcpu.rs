@@ -1,17 +1,18 @@
 //! Draining the off-CPU tracer: blocked nanoseconds per stack, the stacks, and its counters,
 //! in the same shape as CPU samples so that the same assembly turns them into a profile.
 
-use std::collections::HashMap;
-
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, StackTraceMap},
+    maps::{HashMap as BpfHashMap, MapData},
 };
 use profiler_common::{
-    MAP_OFFCPU_STATS, MAP_OFFCPU_TIMES, MAP_STACKS, OFFCPU_STATS_LEN, OffCpuStat, SampleKey,
+    MAP_OFFCPU_STATS, MAP_OFFCPU_TIMES, OFFCPU_STATS_LEN, OffCpuStat, SampleKey,
 };
 
-use super::{RawSamples, SampleCounters};
+use super::{
+    RawSamples, SampleCounters,
+    read::{entries, map, map_error, per_cpu_sums, stacks},
+};
 use crate::probes::ProbeError;
 
 /// The off-CPU tracer's counters, summed over CPUs.
@@ -35,57 +36,19 @@ pub struct OffCpuCounters {
     pub user_stack_faults: u64,
 }
 
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
-    ebpf.map(name).ok_or(ProbeError::MissingMap(name))
-}
-
 /// Reads the blocked time per key (ns, in [`RawSamples::counts`]), every stack it refers to,
 /// and the counters, also as [`SampleCounters`] (`taken` = blocks recorded).
 pub fn drain_offcpu(ebpf: &Ebpf) -> Result<(RawSamples, OffCpuCounters), ProbeError> {
     let counters = read_offcpu_counters(ebpf)?;
     let times: BpfHashMap<&MapData, SampleKey, u64> =
-        BpfHashMap::try_from(map(ebpf, MAP_OFFCPU_TIMES)?).map_err(|source| ProbeError::Map {
-            map: MAP_OFFCPU_TIMES,
-            source,
-        })?;
-    let mut counts = Vec::new();
-    for entry in times.iter() {
-        match entry {
-            Ok(kv) => counts.push(kv),
-            Err(MapError::KeyNotFound) => {}
-            Err(source) => {
-                return Err(ProbeError::Map {
-                    map: MAP_OFFCPU_TIMES,
-                    source,
-                });
-            }
-        }
-    }
-    let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map {
-            map: MAP_STACKS,
-            source,
-        })?;
-    let mut stacks = HashMap::new();
-    for (key, _) in &counts {
-        for id in [key.user_stack_id, key.kernel_stack_id] {
-            if id < 0 || stacks.contains_key(&(id as u32)) {
-                continue;
-            }
-            match stack_map.get(&(id as u32), 0) {
-                Ok(trace) => {
-                    stacks.insert(id as u32, trace.frames().iter().map(|f| f.ip).collect());
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(ProbeError::Map {
-                        map: MAP_STACKS,
-                        source,
-                    });
-                }
-            }
-        }
-    }
+        BpfHashMap::try_from(map(ebpf, MAP_OFFCPU_TIMES)?).map_err(map_error(MAP_OFFCPU_TIMES))?;
+    let counts = entries(MAP_OFFCPU_TIMES, times.iter())?;
+    let stacks = stacks(
+        ebpf,
+        counts
+            .iter()
+            .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id].map(i64::from)),
+    )?;
     let sample_counters = SampleCounters {
         taken: counters.recorded,
         lost_user_stack: counters.lost_user_stack,
@@ -106,16 +69,7 @@ pub fn drain_offcpu(ebpf: &Ebpf) -> Result<(RawSamples, OffCpuCounters), ProbeEr
 
 /// Sums the off-CPU tracer's per-CPU counters.
 pub fn read_offcpu_counters(ebpf: &Ebpf) -> Result<OffCpuCounters, ProbeError> {
-    let err = |source| ProbeError::Map {
-        map: MAP_OFFCPU_STATS,
-        source,
-    };
-    let array: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(map(ebpf, MAP_OFFCPU_STATS)?).map_err(err)?;
-    let mut sums = [0u64; OFFCPU_STATS_LEN as usize];
-    for (i, sum) in sums.iter_mut().enumerate() {
-        *sum = array.get(&(i as u32), 0).map_err(err)?.iter().sum();
-    }
+    let sums = per_cpu_sums::<{ OFFCPU_STATS_LEN as usize }>(ebpf, MAP_OFFCPU_STATS)?;
     let at = |s: OffCpuStat| sums[s as usize];
     Ok(OffCpuCounters {
         switched_out: at(OffCpuStat::SwitchedOut),

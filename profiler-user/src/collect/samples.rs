@@ -4,13 +4,16 @@ use std::{collections::HashMap, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, StackTraceMap},
+    maps::{HashMap as BpfHashMap, Map, MapData},
 };
 use profiler_common::{
-    MAP_SAMPLE_COUNTS, MAP_SAMPLE_STATS, MAP_STACKS, SAMPLE_STATS_LEN, SampleKey, SampleStat,
+    MAP_SAMPLE_COUNTS, MAP_SAMPLE_STATS, SAMPLE_STATS_LEN, SampleKey, SampleStat,
 };
 
-use super::batch;
+use super::{
+    batch,
+    read::{entries, map, map_error, per_cpu_sums, stacks},
+};
 use crate::probes::ProbeError;
 
 /// The kernel's sampling counters, summed over CPUs.
@@ -42,18 +45,12 @@ pub struct RawSamples {
     pub counters: SampleCounters,
 }
 
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, ProbeError> {
-    ebpf.map(name).ok_or(ProbeError::MissingMap(name))
-}
-
 /// Reads the counters, the aggregated samples and every stack they refer to.
 pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
     let counters = read_counters(ebpf)?;
     let counts_map: BpfHashMap<&MapData, SampleKey, u64> =
-        BpfHashMap::try_from(map(ebpf, MAP_SAMPLE_COUNTS)?).map_err(|source| ProbeError::Map {
-            map: MAP_SAMPLE_COUNTS,
-            source,
-        })?;
+        BpfHashMap::try_from(map(ebpf, MAP_SAMPLE_COUNTS)?)
+            .map_err(map_error(MAP_SAMPLE_COUNTS))?;
     let batched = match map(ebpf, MAP_SAMPLE_COUNTS)? {
         Map::HashMap(data) | Map::LruHashMap(data) => {
             batch::lookup_all::<SampleKey, u64>(data.fd().as_fd()).map_err(|e| ProbeError::Map {
@@ -67,49 +64,16 @@ pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
         _ => None,
     };
     let mut counts = batched.unwrap_or_default();
-    let entries = if counts.is_empty() {
-        Some(counts_map.iter())
-    } else {
-        None
-    };
-    for entry in entries.into_iter().flatten() {
-        match entry {
-            Ok(kv) => counts.push(kv),
-            // An entry deleted between listing and lookup; nothing deletes during a drain.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => {
-                return Err(ProbeError::Map {
-                    map: MAP_SAMPLE_COUNTS,
-                    source,
-                });
-            }
-        }
+    if counts.is_empty() {
+        // No batch lookups on this kernel (or nothing recorded): list the keys.
+        counts = entries(MAP_SAMPLE_COUNTS, counts_map.iter())?;
     }
-    let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map {
-            map: MAP_STACKS,
-            source,
-        })?;
-    let mut stacks = HashMap::new();
-    for (key, _) in &counts {
-        for id in [key.user_stack_id, key.kernel_stack_id] {
-            if id < 0 || stacks.contains_key(&(id as u32)) {
-                continue;
-            }
-            match stack_map.get(&(id as u32), 0) {
-                Ok(trace) => {
-                    stacks.insert(id as u32, trace.frames().iter().map(|f| f.ip).collect());
-                }
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(ProbeError::Map {
-                        map: MAP_STACKS,
-                        source,
-                    });
-                }
-            }
-        }
-    }
+    let stacks = stacks(
+        ebpf,
+        counts
+            .iter()
+            .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id].map(i64::from)),
+    )?;
     Ok(RawSamples {
         counts,
         stacks,
@@ -119,21 +83,7 @@ pub fn drain_samples(ebpf: &Ebpf) -> Result<RawSamples, ProbeError> {
 
 /// Sums the per-CPU counters.
 pub fn read_counters(ebpf: &Ebpf) -> Result<SampleCounters, ProbeError> {
-    let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, MAP_SAMPLE_STATS)?)
-        .map_err(|source| ProbeError::Map {
-            map: MAP_SAMPLE_STATS,
-            source,
-        })?;
-    let mut sums = [0u64; SAMPLE_STATS_LEN as usize];
-    for (i, sum) in sums.iter_mut().enumerate() {
-        let values = array
-            .get(&(i as u32), 0)
-            .map_err(|source| ProbeError::Map {
-                map: MAP_SAMPLE_STATS,
-                source,
-            })?;
-        *sum = values.iter().sum();
-    }
+    let sums = per_cpu_sums::<{ SAMPLE_STATS_LEN as usize }>(ebpf, MAP_SAMPLE_STATS)?;
     let at = |s: SampleStat| sums[s as usize];
     Ok(SampleCounters {
         taken: at(SampleStat::Taken),

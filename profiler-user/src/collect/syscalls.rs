@@ -9,36 +9,28 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{MapData, PerCpuHashMap, RingBuf},
 };
 use profiler_common::{
-    LATENCY_BUCKETS, MAP_STACKS, MAP_SYSCALL_COUNTERS, MAP_SYSCALL_ERRNOS, MAP_SYSCALL_EVENTS,
+    LATENCY_BUCKETS, MAP_SYSCALL_COUNTERS, MAP_SYSCALL_ERRNOS, MAP_SYSCALL_EVENTS,
     MAP_SYSCALL_STATS, SYSCALL_COUNTERS_LEN, SlowSyscallEvent, SyscallErrnoKey, SyscallKey,
     SyscallStat, SyscallStats,
 };
 
+use super::read::{entries, map, map_error, per_cpu_sums, stacks};
 use crate::{
     probes::ProbeError,
     syscalls::{SyscallCounters, SyscallSnapshot},
 };
 
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
-    ebpf.map(name).ok_or(ProbeError::MissingMap(name))
-}
-
 /// Reads the statistics, errno counts and counters as they are now (the tracer may keep
 /// running: every value only grows).
 pub fn snapshot_syscalls(ebpf: &Ebpf) -> Result<SyscallSnapshot, ProbeError> {
-    let err = |map: &'static str| move |source| ProbeError::Map { map, source };
     let stats_map: PerCpuHashMap<&MapData, SyscallKey, SyscallStats> =
-        PerCpuHashMap::try_from(map(ebpf, MAP_SYSCALL_STATS)?).map_err(err(MAP_SYSCALL_STATS))?;
+        PerCpuHashMap::try_from(map(ebpf, MAP_SYSCALL_STATS)?)
+            .map_err(map_error(MAP_SYSCALL_STATS))?;
     let mut stats = Vec::new();
-    for entry in stats_map.iter() {
-        let (key, per_cpu) = match entry {
-            Ok(kv) => kv,
-            Err(MapError::KeyNotFound) => continue,
-            Err(source) => return Err(err(MAP_SYSCALL_STATS)(source)),
-        };
+    for (key, per_cpu) in entries(MAP_SYSCALL_STATS, stats_map.iter())? {
         let mut sum = SyscallStats {
             count: 0,
             errors: 0,
@@ -58,15 +50,12 @@ pub fn snapshot_syscalls(ebpf: &Ebpf) -> Result<SyscallSnapshot, ProbeError> {
         stats.push((key, sum));
     }
     let errno_map: PerCpuHashMap<&MapData, SyscallErrnoKey, u64> =
-        PerCpuHashMap::try_from(map(ebpf, MAP_SYSCALL_ERRNOS)?).map_err(err(MAP_SYSCALL_ERRNOS))?;
-    let mut errnos = Vec::new();
-    for entry in errno_map.iter() {
-        match entry {
-            Ok((key, per_cpu)) => errnos.push((key, per_cpu.iter().sum())),
-            Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(err(MAP_SYSCALL_ERRNOS)(source)),
-        }
-    }
+        PerCpuHashMap::try_from(map(ebpf, MAP_SYSCALL_ERRNOS)?)
+            .map_err(map_error(MAP_SYSCALL_ERRNOS))?;
+    let errnos = entries(MAP_SYSCALL_ERRNOS, errno_map.iter())?
+        .into_iter()
+        .map(|(key, per_cpu)| (key, per_cpu.iter().sum()))
+        .collect();
     Ok(SyscallSnapshot {
         stats,
         errnos,
@@ -76,16 +65,7 @@ pub fn snapshot_syscalls(ebpf: &Ebpf) -> Result<SyscallSnapshot, ProbeError> {
 
 /// Sums the tracer's per-CPU counters.
 pub fn read_syscall_counters(ebpf: &Ebpf) -> Result<SyscallCounters, ProbeError> {
-    let err = |source| ProbeError::Map {
-        map: MAP_SYSCALL_COUNTERS,
-        source,
-    };
-    let array: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(map(ebpf, MAP_SYSCALL_COUNTERS)?).map_err(err)?;
-    let mut sums = [0u64; SYSCALL_COUNTERS_LEN as usize];
-    for (i, sum) in sums.iter_mut().enumerate() {
-        *sum = array.get(&(i as u32), 0).map_err(err)?.iter().sum();
-    }
+    let sums = per_cpu_sums::<{ SYSCALL_COUNTERS_LEN as usize }>(ebpf, MAP_SYSCALL_COUNTERS)?;
     let at = |s: SyscallStat| sums[s as usize];
     Ok(SyscallCounters {
         unmatched_exits: at(SyscallStat::UnmatchedExit),
@@ -156,28 +136,8 @@ fn poll_readable(fd: RawFd, timeout: Duration) {
 
 /// Reads user stacks by id from the shared stack map (leaf first); missing ids are left out.
 pub fn read_stacks(ebpf: &Ebpf, ids: &[i64]) -> Result<HashMap<i64, Vec<u64>>, ProbeError> {
-    let stack_map: StackTraceMap<&MapData> = StackTraceMap::try_from(map(ebpf, MAP_STACKS)?)
-        .map_err(|source| ProbeError::Map {
-            map: MAP_STACKS,
-            source,
-        })?;
-    let mut stacks = HashMap::new();
-    for &id in ids {
-        if id < 0 || stacks.contains_key(&id) {
-            continue;
-        }
-        match stack_map.get(&(id as u32), 0) {
-            Ok(trace) => {
-                stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
-            }
-            Err(MapError::KeyNotFound) => {}
-            Err(source) => {
-                return Err(ProbeError::Map {
-                    map: MAP_STACKS,
-                    source,
-                });
-            }
-        }
-    }
-    Ok(stacks)
+    Ok(stacks(ebpf, ids.iter().copied())?
+        .into_iter()
+        .map(|(id, frames)| (i64::from(id), frames))
+        .collect())
 }
