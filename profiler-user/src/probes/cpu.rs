@@ -9,7 +9,10 @@ use aya::{
     util::online_cpus,
 };
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    program::{attach_error, program},
+};
 
 const PROGRAM: &str = "cpu_sample";
 
@@ -23,18 +26,8 @@ pub struct CpuSampler {
 impl CpuSampler {
     /// Loads the sampling program and attaches it at `frequency_hz` on every online CPU.
     pub fn attach(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<Self, ProbeError> {
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| ProbeError::Attach {
-                what: PROGRAM.into(),
-                source,
-            })?;
-        program.load().map_err(|source| ProbeError::Attach {
-            what: PROGRAM.into(),
-            source,
-        })?;
+        let program: &mut PerfEvent = program(ebpf, PROGRAM)?;
+        program.load().map_err(attach_error(PROGRAM))?;
         let cpus =
             online_cpus().map_err(|(what, e)| ProbeError::PerfEvents(format!("{what}: {e}")))?;
         for &cpu in &cpus {
@@ -49,10 +42,7 @@ impl CpuSampler {
                     aya::programs::ProgramError::SyscallError(e) => ProbeError::PerfEvents(
                         format!("perf_event_open on CPU {cpu}: {}", e.io_error),
                     ),
-                    source => ProbeError::Attach {
-                        what: format!("{PROGRAM} on CPU {cpu}"),
-                        source,
-                    },
+                    source => attach_error(format!("{PROGRAM} on CPU {cpu}"))(source),
                 })?;
         }
         Ok(Self { cpus: cpus.len() })
@@ -65,17 +55,8 @@ impl CpuSampler {
 
     /// Detaches from every CPU; samples already aggregated stay in the maps.
     pub fn stop(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| ProbeError::Attach {
-                what: PROGRAM.into(),
-                source,
-            })?;
-        program.unload().map_err(|source| ProbeError::Attach {
-            what: PROGRAM.into(),
-            source,
-        })
+        program::<PerfEvent>(ebpf, PROGRAM)?
+            .unload()
+            .map_err(attach_error(PROGRAM))
     }
 }

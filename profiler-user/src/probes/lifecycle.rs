@@ -2,7 +2,10 @@
 
 use aya::{Ebpf, programs::TracePoint};
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    program::{attach_error, program},
+};
 
 const PROGRAM: &str = "sched_process_fork";
 
@@ -13,24 +16,11 @@ pub struct ForkFollower;
 impl ForkFollower {
     /// Attaches `sched/sched_process_fork`.
     pub fn attach(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let program: &mut TracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| ProbeError::Attach {
-                what: PROGRAM.into(),
-                source,
-            })?;
-        program.load().map_err(|source| ProbeError::Attach {
-            what: PROGRAM.into(),
-            source,
-        })?;
+        let program: &mut TracePoint = program(ebpf, PROGRAM)?;
+        program.load().map_err(attach_error(PROGRAM))?;
         program
             .attach("sched", "sched_process_fork")
-            .map_err(|source| ProbeError::Attach {
-                what: PROGRAM.into(),
-                source,
-            })?;
+            .map_err(attach_error(PROGRAM))?;
         Ok(Self)
     }
 }

@@ -8,6 +8,7 @@ mod lifecycle;
 pub mod net;
 pub mod net_layout;
 mod offcpu;
+mod program;
 mod syscalls;
 pub mod system;
 mod targets;
