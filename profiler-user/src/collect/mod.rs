@@ -8,4 +8,4 @@ pub mod offcpu;
 pub mod samples;
 pub mod syscalls;
 
-pub use samples::{RawSamples, SampleCounters, drain_samples};
+pub use samples::{RawSamples, SampleCounters, SampleMaps, drain_samples};
