@@ -130,7 +130,7 @@ fn metric_names(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn on_demand_pprof_and_web_page_show_the_hot_function() {
+fn always_on_window_and_on_demand_pprof_show_the_hot_function() {
     if !require_bpf() || !require_tool("go") || !require_tool("chromium") {
         return;
     }
@@ -142,36 +142,8 @@ fn on_demand_pprof_and_web_page_show_the_hot_function() {
             .stdout(Stdio::null()),
         "cpu_mix",
     );
-    let response = daemon.get(&format!(
-        "/api/v1/profile?seconds=3&pid={}&format=pprof",
-        workload.pid()
-    ));
-    workload.kill();
-    assert_eq!(response.status, 200, "{}", response.text());
-    let pprof = dir.path().join("profile.pb.gz");
-    fs::write(&pprof, &response.body).unwrap();
-    let top = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(&pprof)
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&top.stdout);
-    assert!(
-        top.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&top.stderr)
-    );
-    // The first row after the header (`flat flat% sum% cum cum%`).
-    let first = text
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .nth(1)
-        .unwrap_or_default();
-    assert!(
-        first.contains("hot_function"),
-        "go tool pprof -top:\n{text}"
-    );
+    // Nothing asks for a profile: the always-on sampler (19 Hz) sees it anyway.
+    std::thread::sleep(Duration::from_secs(3));
 
     // The web page shows it; headless Chromium renders it and takes a screenshot.
     let url = format!("http://127.0.0.1:{}/", daemon.port);
@@ -191,8 +163,15 @@ fn on_demand_pprof_and_web_page_show_the_hot_function() {
             .unwrap()
     };
     let dom = String::from_utf8_lossy(&chromium("--dump-dom").stdout).into_owned();
-    assert!(dom.contains("hot_function"), "DOM:\n{dom}");
+    let hot_table = dom
+        .split("<table id=\"hot\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    assert!(hot_table.contains("hot_function"), "DOM:\n{dom}");
     assert!(dom.contains("Top syscalls"), "DOM:\n{dom}");
+    assert!(dom.contains("CPU by cgroup"), "DOM:\n{dom}");
+    assert!(!dom.contains("Latest on-demand profile"), "DOM:\n{dom}");
     let screenshot = output_dir().join("daemon-overview.png");
     let _ = fs::remove_file(&screenshot);
     chromium(&format!("--screenshot={}", screenshot.display()));
@@ -201,6 +180,55 @@ fn on_demand_pprof_and_web_page_show_the_hot_function() {
         "no screenshot at {}",
         screenshot.display()
     );
+
+    // The window as pprof, at once; then a live recording at 99 Hz.
+    for (name, query) in [
+        ("window", "source=window&seconds=60"),
+        ("live", "seconds=2"),
+    ] {
+        let response = daemon.get(&format!(
+            "/api/v1/profile?{query}&pid={}&format=pprof",
+            workload.pid()
+        ));
+        assert_eq!(response.status, 200, "{name}: {}", response.text());
+        let first = pprof_top_row(dir.path(), &response.body);
+        assert!(
+            first.contains("hot_function"),
+            "{name}: go tool pprof -top:\n{first}"
+        );
+    }
+    workload.kill();
+    let metrics = daemon.metrics();
+    let samples: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("flamewarden_cpu_samples_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(samples >= 19.0, "{metrics}");
+}
+
+/// The first row of `go tool pprof -top` of a gzipped profile, or the whole output when
+/// there is none.
+fn pprof_top_row(dir: &std::path::Path, profile: &[u8]) -> String {
+    let pprof = dir.join("profile.pb.gz");
+    fs::write(&pprof, profile).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&pprof)
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout).into_owned();
+    assert!(
+        top.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    // The first row after the header (`flat flat% sum% cum cum%`).
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .map_or(text.clone(), str::to_owned)
 }
 
 #[test]

@@ -12,6 +12,8 @@ use aya::Pod;
 
 /// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` in `enum bpf_cmd`.
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 /// Entries asked for per call; a hash bucket holding more than this would fail with ENOSPC.
 const CHUNK: usize = 4096;
 
@@ -33,6 +35,20 @@ const _: () = assert!(size_of::<BatchAttr>() == 56);
 /// Every (key, value) of the hash map `fd`, or `Ok(None)` when the kernel cannot read this map
 /// in batches (callers then iterate).
 pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<(K, V)>>> {
+    batch(fd, BPF_MAP_LOOKUP_BATCH)
+}
+
+/// [`lookup_all`] that also deletes what it read, bucket by bucket in the kernel: an update
+/// racing with it lands either in what is returned or in the map, never nowhere (a reader
+/// that keeps running, the daemon, empties the map this way).
+pub fn take_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<(K, V)>>> {
+    batch(fd, BPF_MAP_LOOKUP_AND_DELETE_BATCH)
+}
+
+fn batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    command: libc::c_long,
+) -> io::Result<Option<Vec<(K, V)>>> {
     let mut keys: Vec<MaybeUninit<K>> = (0..CHUNK).map(|_| MaybeUninit::uninit()).collect();
     let mut values: Vec<MaybeUninit<V>> = (0..CHUNK).map(|_| MaybeUninit::uninit()).collect();
     // The position token is a bucket index for hash maps; 8 bytes hold any token.
@@ -60,7 +76,7 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<(
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
+                command,
                 &raw mut attr,
                 size_of::<BatchAttr>(),
             )

@@ -9,4 +9,4 @@ mod read;
 pub mod samples;
 pub mod syscalls;
 
-pub use samples::{RawSamples, SampleCounters, drain_samples};
+pub use samples::{RawSamples, SampleCounters, SampleMaps, drain_samples};

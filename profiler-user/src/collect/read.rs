@@ -1,7 +1,7 @@
 //! The reads every collector does the same way: find a map, sum a per-CPU counter array, list a
 //! hash map's entries, fetch the stacks that keys refer to. Errors name the map.
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap};
 
 use aya::{
     Ebpf,
@@ -28,6 +28,14 @@ pub(crate) fn per_cpu_sums<const N: usize>(
 ) -> Result<[u64; N], ProbeError> {
     let array: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    per_cpu_array_sums(&array, name)
+}
+
+/// [`per_cpu_sums`] of an array already taken out of its object.
+pub(crate) fn per_cpu_array_sums<T: Borrow<MapData>, const N: usize>(
+    array: &PerCpuArray<T, u64>,
+    name: &'static str,
+) -> Result<[u64; N], ProbeError> {
     let mut sums = [0u64; N];
     for (i, sum) in sums.iter_mut().enumerate() {
         let slot = u32::try_from(i).unwrap_or(u32::MAX);

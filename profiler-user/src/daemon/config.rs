@@ -31,6 +31,12 @@ pub struct ConfigFile {
     pub profile_frequency_hz: u64,
     /// Longest on-demand profile, s.
     pub profile_max_seconds: u64,
+    /// Always-on CPU sampling frequency, Hz per CPU (0: off).
+    pub cpu_sampling_hz: u64,
+    /// How much of the always-on profile is kept, s.
+    pub cpu_window_seconds: u64,
+    /// The always-on profile's time slots, s.
+    pub cpu_slot_seconds: u64,
     /// How often the sandbox globs are looked at, ms.
     pub discovery_interval_ms: u64,
     /// Globs of sandbox cgroups and their policies.
@@ -46,6 +52,9 @@ impl Default for ConfigFile {
             events_kept: 256,
             profile_frequency_hz: 99,
             profile_max_seconds: 60,
+            cpu_sampling_hz: 19,
+            cpu_window_seconds: 300,
+            cpu_slot_seconds: 10,
             discovery_interval_ms: 50,
             sandboxes: Vec::new(),
         }
@@ -90,6 +99,12 @@ pub struct DaemonConfig {
     pub profile_frequency_hz: u64,
     /// Longest on-demand profile, s.
     pub profile_max_seconds: u64,
+    /// Always-on sampling frequency, Hz (0: off).
+    pub cpu_sampling_hz: u64,
+    /// Window kept, s.
+    pub cpu_window_seconds: u64,
+    /// Slot length, s.
+    pub cpu_slot_seconds: u64,
     /// Discovery period, ms.
     pub discovery_interval_ms: u64,
     /// Sandbox globs with their compiled policies.
@@ -234,6 +249,11 @@ fn validate(
         events_kept: file.events_kept,
         profile_frequency_hz: file.profile_frequency_hz.max(1),
         profile_max_seconds: file.profile_max_seconds.max(1),
+        cpu_sampling_hz: file.cpu_sampling_hz,
+        cpu_window_seconds: file.cpu_window_seconds.clamp(1, 24 * 3600),
+        cpu_slot_seconds: file
+            .cpu_slot_seconds
+            .clamp(1, file.cpu_window_seconds.max(1)),
         discovery_interval_ms: file.discovery_interval_ms.clamp(10, 10_000),
         sandboxes,
     })
@@ -285,6 +305,9 @@ mod tests {
         assert_eq!(config.events_kept, defaults.events_kept);
         assert_eq!(config.profile_frequency_hz, defaults.profile_frequency_hz);
         assert_eq!(config.discovery_interval_ms, defaults.discovery_interval_ms);
+        assert_eq!(config.cpu_sampling_hz, defaults.cpu_sampling_hz);
+        assert_eq!(config.cpu_window_seconds, defaults.cpu_window_seconds);
+        assert_eq!(config.cpu_slot_seconds, defaults.cpu_slot_seconds);
     }
 
     #[test]

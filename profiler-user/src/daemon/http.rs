@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 
 use super::{
     Shared,
-    metrics::{Exposition, render, top_cgroups},
+    cpu::{CpuRequest, CpuTotals},
+    metrics::{CpuExposition, Exposition, render, top_cgroups},
     node::NodeRequest,
     own, page, profile,
 };
@@ -133,10 +134,20 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// The syscall statistics from the node thread.
-pub async fn syscall_view(shared: &Shared) -> Option<super::node::SyscallView> {
+/// The syscall statistics from the node thread, with the paths of the cgroups `extra` too.
+pub async fn syscall_view(shared: &Shared, extra: Vec<u64>) -> Option<super::node::SyscallView> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    shared.node.send(NodeRequest::Syscalls(tx)).ok()?;
+    shared.node.send(NodeRequest::Syscalls(extra, tx)).ok()?;
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// The CPU totals from the CPU thread, when always-on profiling is on.
+pub async fn cpu_totals(shared: &Shared) -> Option<CpuTotals> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.cpu.as_ref()?.send(CpuRequest::Totals(tx)).ok()?;
     tokio::time::timeout(Duration::from_secs(10), rx)
         .await
         .ok()?
@@ -144,7 +155,12 @@ pub async fn syscall_view(shared: &Shared) -> Option<super::node::SyscallView> {
 }
 
 async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
-    let Some(view) = syscall_view(shared).await else {
+    let cpu = cpu_totals(shared).await;
+    let extra = cpu
+        .as_ref()
+        .map(|c| c.by_cgroup.keys().copied().collect())
+        .unwrap_or_default();
+    let Some(view) = syscall_view(shared, extra).await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the collector does not answer",
@@ -157,6 +173,9 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
     let config = shared.config();
     let mut exposition = Exposition {
         syscalls: top_cgroups(&view, config.top_cgroups),
+        cpu: cpu
+            .map(|c| CpuExposition::new(&c, &view.names, config.top_cgroups))
+            .unwrap_or_default(),
         syscall_events_lost: view.counters.events_lost,
         syscall_map_full: view.counters.stats_full,
         config_reloads: shared.reloads.load(std::sync::atomic::Ordering::Relaxed),

@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{node::SyscallView, syscalls::SyscallTotals};
+use super::{cpu::CpuTotals, node::SyscallView, syscalls::SyscallTotals};
 use crate::syscalls::syscall_name;
 
 /// Label value of the cgroups beyond the top N.
@@ -33,11 +33,49 @@ pub struct SelfStats {
     pub bpf_stats_enabled: bool,
 }
 
+/// The always-on CPU profile's figures.
+#[derive(Debug, Default)]
+pub struct CpuExposition {
+    /// Samples per cgroup label (top N, `other`, `removed`).
+    pub samples: BTreeMap<String, u64>,
+    /// Sampling frequency, Hz (0: off).
+    pub frequency_hz: u64,
+    /// Samples whose user / kernel stack was not stored.
+    pub lost_user_stack: u64,
+    /// See `lost_user_stack`.
+    pub lost_kernel_stack: u64,
+    /// Samples dropped because the aggregation map was full.
+    pub map_full: u64,
+    /// Mapping records the kernel dropped.
+    pub mapping_records_lost: u64,
+}
+
+impl CpuExposition {
+    /// From the CPU thread's totals, labelled like the syscall metrics.
+    pub fn new(totals: &CpuTotals, names: &HashMap<u64, String>, top_n: usize) -> Self {
+        let top = top_labels(&totals.by_cgroup, names, top_n);
+        let mut samples = BTreeMap::new();
+        for (id, n) in &totals.by_cgroup {
+            *samples.entry(label_of(&top, *id)).or_default() += n;
+        }
+        Self {
+            samples,
+            frequency_hz: totals.frequency_hz,
+            lost_user_stack: totals.counters.lost_user_stack,
+            lost_kernel_stack: totals.counters.lost_kernel_stack,
+            map_full: totals.counters.lost_key_map_full,
+            mapping_records_lost: totals.mapping_records_lost,
+        }
+    }
+}
+
 /// Everything `/metrics` shows, as plain data.
 #[derive(Debug, Default)]
 pub struct Exposition {
     /// Per (cgroup label, syscall name).
     pub syscalls: BTreeMap<(String, String), SyscallTotals>,
+    /// The always-on CPU profile.
+    pub cpu: CpuExposition,
     /// Syscall events lost and map-full counts.
     pub syscall_events_lost: u64,
     /// Syscall statistics not recorded because the map was full.
@@ -58,6 +96,33 @@ pub struct Exposition {
     pub own: SelfStats,
 }
 
+/// The labels of the `top_n` cgroups with the largest `weights` (their paths from `names`,
+/// `cgroup-<id>` without one); the others are [`OTHER`].
+pub fn top_labels(
+    weights: &HashMap<u64, u64>,
+    names: &HashMap<u64, String>,
+    top_n: usize,
+) -> HashMap<u64, String> {
+    let mut ranked: Vec<(u64, u64)> = weights.iter().map(|(id, w)| (*id, *w)).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked
+        .iter()
+        .take(top_n)
+        .map(|(id, _)| {
+            let label = names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("cgroup-{id}"));
+            (*id, label)
+        })
+        .collect()
+}
+
+/// The label of `id` among `top`.
+pub fn label_of(top: &HashMap<u64, String>, id: u64) -> String {
+    top.get(&id).cloned().unwrap_or_else(|| OTHER.to_owned())
+}
+
 /// Folds the per-cgroup totals into the top `top_n` cgroups by call count (labelled by path)
 /// and `other`.
 pub fn top_cgroups(view: &SyscallView, top_n: usize) -> BTreeMap<(String, String), SyscallTotals> {
@@ -65,23 +130,10 @@ pub fn top_cgroups(view: &SyscallView, top_n: usize) -> BTreeMap<(String, String
     for ((cgroup, _), t) in &view.totals {
         *by_cgroup.entry(*cgroup).or_default() += t.count;
     }
-    let mut ranked: Vec<(u64, u64)> = by_cgroup.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let top: HashMap<u64, String> = ranked
-        .iter()
-        .take(top_n)
-        .map(|(id, _)| {
-            let label = view
-                .names
-                .get(id)
-                .cloned()
-                .unwrap_or_else(|| format!("cgroup-{id}"));
-            (*id, label)
-        })
-        .collect();
+    let top = top_labels(&by_cgroup, &view.names, top_n);
     let mut out: BTreeMap<(String, String), SyscallTotals> = BTreeMap::new();
     for ((cgroup, nr), t) in &view.totals {
-        let label = top.get(cgroup).cloned().unwrap_or_else(|| OTHER.to_owned());
+        let label = label_of(&top, *cgroup);
         let entry = out
             .entry((label, syscall_name(*nr).into_owned()))
             .or_default();
@@ -182,6 +234,35 @@ impl Collector for Exposition {
                     )?;
             }
         }
+        let cpu: Vec<(Labels, f64)> = self
+            .cpu
+            .samples
+            .iter()
+            .map(|(cgroup, n)| (vec![("cgroup".to_owned(), cgroup.clone())], *n as f64))
+            .collect();
+        counter(
+            &mut e,
+            "flamewarden_cpu_samples",
+            "Always-on CPU samples per cgroup (top N by samples, then `other`); divide the rate \
+             by flamewarden_cpu_sampling_frequency_hertz for CPUs busy.",
+            &cpu,
+        )?;
+        gauge(
+            &mut e,
+            "flamewarden_cpu_sampling_frequency_hertz",
+            "Always-on CPU sampling frequency per CPU (0: off).",
+            self.cpu.frequency_hz as f64,
+        )?;
+        let reason = |r: &str, n: u64| (vec![("reason".to_owned(), r.to_owned())], n as f64);
+        counter(
+            &mut e,
+            "flamewarden_cpu_samples_incomplete",
+            "Always-on CPU samples whose user or kernel stack could not be stored.",
+            &[
+                reason("user_stack", self.cpu.lost_user_stack),
+                reason("kernel_stack", self.cpu.lost_kernel_stack),
+            ],
+        )?;
         let violations: Vec<(Labels, f64)> = self
             .violations
             .iter()
@@ -207,16 +288,18 @@ impl Collector for Exposition {
             &[
                 buffer("guard", self.guard_events_lost),
                 buffer("syscalls", self.syscall_events_lost),
+                buffer("mappings", self.cpu.mapping_records_lost),
             ],
         )?;
+        let map = |name: &str, n: u64| (vec![("map".to_owned(), name.to_owned())], n as f64);
         counter(
             &mut e,
             "flamewarden_map_full_errors",
             "Updates lost because a BPF map was full.",
-            &[(
-                vec![("map".to_owned(), "syscall_stats".to_owned())],
-                self.syscall_map_full as f64,
-            )],
+            &[
+                map("syscall_stats", self.syscall_map_full),
+                map("sample_counts", self.cpu.map_full),
+            ],
         )?;
         gauge(
             &mut e,

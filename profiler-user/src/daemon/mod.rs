@@ -5,6 +5,7 @@
 //! and are adopted when it comes back.
 
 pub mod config;
+pub mod cpu;
 pub mod http;
 pub mod metrics;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod own;
 pub mod page;
 pub mod profile;
+pub mod rolling;
 pub mod syscalls;
 
 use std::{
@@ -35,8 +37,6 @@ pub struct LatestProfile {
     pub target: String,
     /// When it finished, ms since the epoch.
     pub unix_ms: u64,
-    /// Its flamegraph, when it had samples.
-    pub svg: Option<String>,
     /// The hottest functions by self weight: (name, self %).
     pub hot: Vec<(String, f64)>,
 }
@@ -45,6 +45,8 @@ pub struct LatestProfile {
 pub struct Shared {
     config: RwLock<Arc<DaemonConfig>>,
     node: mpsc::Sender<NodeRequest>,
+    /// The CPU thread, when always-on profiling is on.
+    cpu: Option<mpsc::Sender<cpu::CpuRequest>>,
     /// What the guard side has seen.
     pub board: Arc<Mutex<GuardBoard>>,
     own_ids: Vec<(String, u32)>,
@@ -119,9 +121,23 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
     }
     let _bpf_stats = own::enable_bpf_stats();
     let board = Arc::new(Mutex::new(GuardBoard::default()));
-    let node =
+    let (node, samples) =
         Node::start(Arc::clone(&config), Arc::clone(&board)).map_err(DaemonError::Collector)?;
     let own_ids = node.program_ids();
+    let cpu = match samples {
+        Some(maps) => {
+            let options = cpu::WindowOptions {
+                frequency_hz: config.cpu_sampling_hz,
+                slot_ms: config.cpu_slot_seconds * 1000,
+                keep_ms: config.cpu_window_seconds * 1000,
+            };
+            Some(
+                cpu::start(maps, options)
+                    .map_err(|e| DaemonError::Collector(crate::record::RecordError::Mappings(e)))?,
+            )
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::channel();
     let node_thread = std::thread::Builder::new()
         .name("flamewarden-node".into())
@@ -133,6 +149,7 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::clone(&config)),
         node: tx,
+        cpu,
         board,
         own_ids,
         reloads: AtomicU64::new(0),

@@ -23,7 +23,10 @@ use super::{
     syscalls::{REMOVED_CGROUPS, SyscallCollector, SyscallTotalsMap},
 };
 use crate::{
-    collect::guard::{GuardEventReader, Violation},
+    collect::{
+        SampleMaps,
+        guard::{GuardEventReader, Violation},
+    },
     guard::attach,
     probes::guard::{self as guard_probes, AttachOutcome, GuardMaps},
     syscalls::SyscallCounters,
@@ -91,8 +94,8 @@ pub struct SyscallView {
 
 /// Requests from the HTTP side.
 pub enum NodeRequest {
-    /// Send the syscall statistics.
-    Syscalls(tokio::sync::oneshot::Sender<SyscallView>),
+    /// Send the syscall statistics, with the paths of these other cgroup ids too.
+    Syscalls(Vec<u64>, tokio::sync::oneshot::Sender<SyscallView>),
     /// Use this configuration from now on.
     Reload(Arc<DaemonConfig>),
 }
@@ -132,14 +135,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the syscall tracer and guards the sandboxes that exist already.
+    /// Starts the syscall tracer and the CPU sampler (whose maps it returns, for the CPU
+    /// thread) and guards the sandboxes that exist already.
     pub fn start(
         config: Arc<DaemonConfig>,
         board: Arc<Mutex<GuardBoard>>,
-    ) -> Result<Self, crate::record::RecordError> {
+    ) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
+        let (syscalls, samples) = SyscallCollector::start(config.cpu_sampling_hz)?;
         let mut node = Self {
             config,
-            syscalls: SyscallCollector::start()?,
+            syscalls,
             parents: HashMap::new(),
             failed_parents: HashMap::new(),
             guarded: HashMap::new(),
@@ -152,7 +157,7 @@ impl Node {
         // is done before the daemon reports ready, so that a sandbox made afterwards costs
         // only a map update.
         node.discover();
-        Ok(node)
+        Ok((node, samples))
     }
 
     /// The tracer's program names and ids.
@@ -165,8 +170,14 @@ impl Node {
         loop {
             let period = Duration::from_millis(self.config.discovery_interval_ms);
             match requests.recv_timeout(period) {
-                Ok(NodeRequest::Syscalls(reply)) => {
-                    let _ = reply.send(self.syscall_view());
+                Ok(NodeRequest::Syscalls(extra, reply)) => {
+                    let mut view = self.syscall_view();
+                    for id in extra {
+                        view.names
+                            .entry(id)
+                            .or_insert_with(|| self.cgroup_label(id));
+                    }
+                    let _ = reply.send(view);
                 }
                 Ok(NodeRequest::Reload(config)) => {
                     self.config = config;
@@ -196,10 +207,7 @@ impl Node {
                 let ids: HashSet<u64> = totals.keys().map(|(id, _)| *id).collect();
                 let names = ids
                     .into_iter()
-                    .map(|id| match id {
-                        REMOVED_CGROUPS => (id, "removed".to_owned()),
-                        _ => (id, self.names.path(id)),
-                    })
+                    .map(|id| (id, self.cgroup_label(id)))
                     .collect();
                 SyscallView {
                     totals,
@@ -211,6 +219,14 @@ impl Node {
                 tracing::warn!("reading syscall statistics: {e}");
                 SyscallView::default()
             }
+        }
+    }
+
+    /// The label of cgroup `id`: its path, `removed` for the removed ones.
+    fn cgroup_label(&mut self, id: u64) -> String {
+        match id {
+            REMOVED_CGROUPS => "removed".to_owned(),
+            _ => self.names.path(id),
         }
     }
 

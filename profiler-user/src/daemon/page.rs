@@ -1,6 +1,6 @@
-//! `GET /`: the node overview as one self-contained HTML page (no external assets): top
-//! syscalls, calls by cgroup, guarded sandboxes, recent violations, and the latest on-demand
-//! flamegraph inline.
+//! `GET /`: the node overview as one self-contained HTML page (no external assets): CPU by
+//! cgroup, top syscalls, calls by cgroup, guarded sandboxes, recent violations, and the
+//! always-on window's flamegraph inline.
 
 use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
@@ -8,7 +8,8 @@ use hyper::{Response, StatusCode};
 
 use super::{
     Shared,
-    http::{Body, respond, syscall_view},
+    cpu::{CpuRequest, CpuTotals, WindowFlame},
+    http::{Body, cpu_totals, respond, syscall_view},
 };
 use crate::syscalls::syscall_name;
 
@@ -35,7 +36,13 @@ text-align:left}th{background:#eee}td.n{text-align:right}h2{margin-top:1.2em}\
 
 /// Renders the page.
 pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
-    let view = syscall_view(shared).await.unwrap_or_default();
+    let cpu = cpu_totals(shared).await;
+    let flame = window_flame(shared).await;
+    let extra = cpu
+        .as_ref()
+        .map(|c| c.by_cgroup.keys().copied().collect())
+        .unwrap_or_default();
+    let view = syscall_view(shared, extra).await.unwrap_or_default();
     let mut by_syscall: HashMap<u32, (u64, u64)> = HashMap::new();
     let mut by_cgroup: HashMap<u64, u64> = HashMap::new();
     for ((cgroup, nr), t) in &view.totals {
@@ -56,6 +63,8 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
          overview</title><style>{STYLE}</style></head><body><h1>flamewarden node overview</h1>\
          <div class=\"grid\"><div>"
     );
+    cpu_table(&mut html, cpu.as_ref(), &view.names);
+    html.push_str("</div><div>");
     html.push_str("<h2>Top syscalls</h2><table id=\"syscalls\"><tr><th>syscall</th><th>calls</th><th>errors</th></tr>");
     for (nr, (count, errors)) in syscalls.iter().take(15) {
         let _ = write!(
@@ -117,34 +126,89 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
         }
         html.push_str("</table>");
     }
-    html.push_str("<h2>Latest on-demand profile</h2>");
-    match &*shared.latest.lock().unwrap() {
-        None => html.push_str(
-            "<p>None yet: <code>GET /api/v1/profile?seconds=10&amp;format=svg</code> records one.</p>",
-        ),
-        Some(latest) => {
-            let _ = write!(
-                html,
-                "<p>Target: {}</p><table id=\"hot\"><tr><th>function</th><th>self %</th></tr>",
-                escape(&latest.target)
-            );
-            for (name, pct) in &latest.hot {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td class=n>{pct:.1}</td></tr>",
-                    escape(name)
-                );
-            }
-            html.push_str("</table><div class=\"flame\">");
-            if let Some(svg) = &latest.svg {
-                // Inline the <svg> element itself, without the XML prolog and doctype.
-                html.push_str(svg.find("<svg").map_or("", |i| &svg[i..]));
-            }
-            html.push_str("</div>");
-        }
+    window_section(&mut html, flame.as_deref(), cpu.as_ref());
+    if let Some(latest) = &*shared.latest.lock().unwrap() {
+        let _ = write!(
+            html,
+            "<h2>Latest on-demand profile</h2><p>Target: {}</p><table id=\"hot-on-demand\">\
+             <tr><th>function</th><th>self %</th></tr>",
+            escape(&latest.target)
+        );
+        hot_rows(&mut html, &latest.hot);
+        html.push_str("</table>");
     }
     html.push_str("</body></html>");
     respond(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+fn hot_rows(html: &mut String, hot: &[(String, f64)]) {
+    for (name, pct) in hot {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=n>{pct:.1}</td></tr>",
+            escape(name)
+        );
+    }
+}
+
+/// CPU by cgroup: samples since the start, as CPU seconds.
+fn cpu_table(html: &mut String, cpu: Option<&CpuTotals>, names: &HashMap<u64, String>) {
+    html.push_str("<h2>CPU by cgroup</h2>");
+    let Some(cpu) = cpu else {
+        html.push_str("<p>Always-on profiling is off (<code>cpu_sampling_hz = 0</code>).</p>");
+        return;
+    };
+    html.push_str("<table id=\"cpu\"><tr><th>cgroup</th><th>samples</th><th>CPU s</th></tr>");
+    let mut rows: Vec<(&u64, &u64)> = cpu.by_cgroup.iter().collect();
+    rows.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    for (id, n) in rows.into_iter().take(15) {
+        let name = names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup-{id}"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=n>{n}</td><td class=n>{:.1}</td></tr>",
+            escape(&name),
+            *n as f64 / cpu.frequency_hz.max(1) as f64
+        );
+    }
+    html.push_str("</table>");
+}
+
+/// The always-on window: hottest functions and the interactive flamegraph, inline.
+fn window_section(html: &mut String, flame: Option<&WindowFlame>, cpu: Option<&CpuTotals>) {
+    html.push_str("<h2>CPU flamegraph (always on)</h2>");
+    let (Some(flame), Some(cpu)) = (flame, cpu) else {
+        html.push_str("<p>Always-on profiling is off.</p>");
+        return;
+    };
+    let _ = write!(
+        html,
+        "<p>The last {:.0} s of the whole node at {} Hz per CPU: {} samples. \
+         <code>GET /api/v1/profile?source=window&amp;seconds=N</code> serves it as pprof.</p>",
+        flame.span_ms as f64 / 1e3,
+        cpu.frequency_hz,
+        flame.samples
+    );
+    html.push_str("<table id=\"hot\"><tr><th>function</th><th>self %</th></tr>");
+    hot_rows(html, &flame.hot);
+    html.push_str("</table><div class=\"flame\">");
+    if let Some(svg) = &flame.svg {
+        // Inline the <svg> element itself, without the XML prolog and doctype.
+        html.push_str(svg.find("<svg").map_or("", |i| &svg[i..]));
+    }
+    html.push_str("</div>");
+}
+
+/// The window's flamegraph from the CPU thread.
+async fn window_flame(shared: &Shared) -> Option<Arc<WindowFlame>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.cpu.as_ref()?.send(CpuRequest::Flame(tx)).ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+        .await
+        .ok()?
+        .ok()
 }
 
 #[cfg(test)]

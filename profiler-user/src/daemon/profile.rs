@@ -11,7 +11,9 @@ use hyper::{Response, StatusCode};
 
 use super::{
     LatestProfile, Shared,
+    cpu::{CpuRequest, WindowQuery, cgroup_ids_below},
     http::{Body, error, query_pairs, respond},
+    rolling::SampleFilter,
 };
 use crate::{
     probes::MapSizes,
@@ -33,33 +35,53 @@ pub enum Format {
     Json,
 }
 
+/// Where a profile comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// Recorded now, for `seconds`, at `profile_frequency_hz` (the default).
+    Live,
+    /// The last `seconds` of the always-on window, at once (`source=window`).
+    Window,
+}
+
 /// A parsed profile request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProfileRequest {
-    /// How long to record.
+    /// How long to record, or how far back to look.
     pub duration: Duration,
+    /// Recorded now or taken from the window.
+    pub source: ProfileSource,
     /// What to record.
     pub target: RecordTarget,
     /// The output.
     pub format: Format,
 }
 
-/// Parses the query; `max_seconds` bounds the duration.
-pub fn parse_request(query: &str, max_seconds: u64) -> Result<ProfileRequest, String> {
+/// Parses the query; `max_seconds` bounds a live recording, `window_seconds` a look back.
+pub fn parse_request(
+    query: &str,
+    max_seconds: u64,
+    window_seconds: u64,
+) -> Result<ProfileRequest, String> {
     let mut seconds = 10.0;
     let mut target = RecordTarget::All;
     let mut format = Format::Svg;
+    let mut source = ProfileSource::Live;
     for (key, value) in query_pairs(query) {
         match key.as_str() {
+            "source" => {
+                source = match value.as_str() {
+                    "live" => ProfileSource::Live,
+                    "window" => ProfileSource::Window,
+                    other => return Err(format!("source={other}: use live or window")),
+                };
+            }
             "seconds" => {
                 seconds = value
                     .parse::<f64>()
                     .ok()
                     .filter(|s| s.is_finite() && *s > 0.0)
                     .ok_or_else(|| format!("seconds={value}: not a positive number"))?;
-                if seconds > max_seconds as f64 {
-                    return Err(format!("seconds={value}: at most {max_seconds}"));
-                }
             }
             "cgroup" => {
                 let path = PathBuf::from(&value);
@@ -91,8 +113,16 @@ pub fn parse_request(query: &str, max_seconds: u64) -> Result<ProfileRequest, St
             other => return Err(format!("unknown parameter `{other}`")),
         }
     }
+    let (max, what) = match source {
+        ProfileSource::Live => (max_seconds, "profile_max_seconds"),
+        ProfileSource::Window => (window_seconds, "cpu_window_seconds"),
+    };
+    if seconds > max as f64 {
+        return Err(format!("seconds={seconds}: at most {max} ({what})"));
+    }
     Ok(ProfileRequest {
         duration: Duration::from_secs_f64(seconds),
+        source,
         target,
         format,
     })
@@ -101,10 +131,14 @@ pub fn parse_request(query: &str, max_seconds: u64) -> Result<ProfileRequest, St
 /// Serves one profile request.
 pub async fn handle(shared: &Arc<Shared>, query: &str) -> Response<Body> {
     let config = shared.config();
-    let request = match parse_request(query, config.profile_max_seconds) {
+    let request = match parse_request(query, config.profile_max_seconds, config.cpu_window_seconds)
+    {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if request.source == ProfileSource::Window {
+        return from_window(shared, &request).await;
+    }
     let Ok(_one_at_a_time) = shared.profiling.try_lock() else {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -135,43 +169,100 @@ pub async fn handle(shared: &Arc<Shared>, query: &str) -> Response<Body> {
             text
         })?;
         let profile = recording.profile;
-        let svg = render_svg(&profile);
+        let svg = (format == Format::Svg)
+            .then(|| render_svg(&profile))
+            .flatten();
         let body = encode(&profile, format, svg.as_deref())?;
-        Ok::<_, String>((profile, svg, body))
+        Ok::<_, String>((profile, body))
     })
     .await;
-    let (profile, svg, body) = match recorded {
+    let (profile, body) = match recorded {
         Ok(Ok(out)) => out,
         Ok(Err(message)) => return error(StatusCode::INTERNAL_SERVER_ERROR, message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let paths = hot_paths(&profile, 5.0);
-    let hot = top_by_total(&paths, 1000)
-        .into_iter()
-        .filter(|p| p.self_weight > 0)
-        .take(10)
-        .map(|p| (p.name.clone(), p.self_pct))
-        .collect::<Vec<_>>();
-    let mut hot = hot;
-    hot.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hot = hot_functions(&profile);
     *shared.latest.lock().unwrap() = Some(LatestProfile {
         target: profile.meta.target.clone(),
         unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        svg,
         hot,
     });
-    let content_type = match format {
+    respond(StatusCode::OK, content_type(format), body)
+}
+
+fn content_type(format: Format) -> &'static str {
+    match format {
         Format::Svg => "image/svg+xml",
         Format::Folded => "text/plain; charset=utf-8",
         Format::Pprof => "application/octet-stream",
         Format::Json => "application/json",
-    };
-    respond(StatusCode::OK, content_type, body)
+    }
 }
 
-fn render_svg(profile: &Profile) -> Option<String> {
+/// `source=window`: the last `seconds` of the always-on window, symbolized now.
+async fn from_window(shared: &Arc<Shared>, request: &ProfileRequest) -> Response<Body> {
+    let Some(cpu) = &shared.cpu else {
+        return error(
+            StatusCode::CONFLICT,
+            "always-on profiling is off (cpu_sampling_hz = 0): use source=live",
+        );
+    };
+    let (filter, target) = match &request.target {
+        RecordTarget::Cgroups(paths) => (
+            SampleFilter::Cgroups(paths.iter().flat_map(|p| cgroup_ids_below(p)).collect()),
+            format!("cgroup {}", paths[0].display()),
+        ),
+        RecordTarget::Pids(pids) => (SampleFilter::Pid(pids[0]), format!("pid {}", pids[0])),
+        _ => (SampleFilter::All, "all".to_owned()),
+    };
+    let query = WindowQuery {
+        last: request.duration,
+        filter,
+        target: format!("{target} (rolling window)"),
+        detail: match request.format {
+            Format::Pprof | Format::Json => SymbolDetail::Lines,
+            Format::Svg | Format::Folded => SymbolDetail::Names,
+        },
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if cpu.send(CpuRequest::Profile(query, tx)).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the CPU thread is gone");
+    }
+    let Ok(profile) = rx.await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the CPU thread is gone");
+    };
+    let format = request.format;
+    let encoded = tokio::task::spawn_blocking(move || {
+        let svg = (format == Format::Svg)
+            .then(|| render_svg(&profile))
+            .flatten();
+        encode(&profile, format, svg.as_deref())
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => respond(StatusCode::OK, content_type(format), body),
+        Ok(Err(message)) => error(StatusCode::NOT_FOUND, message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The ten hottest functions by self weight: (name, self %), hottest first.
+pub fn hot_functions(profile: &Profile) -> Vec<(String, f64)> {
+    let paths = hot_paths(profile, 5.0);
+    let mut hot: Vec<(String, f64)> = top_by_total(&paths, 1000)
+        .into_iter()
+        .filter(|p| p.self_weight > 0)
+        .map(|p| (p.name.clone(), p.self_pct))
+        .collect();
+    hot.sort_by(|a, b| b.1.total_cmp(&a.1));
+    hot.truncate(10);
+    hot
+}
+
+/// The interactive flamegraph of `profile`, `None` without samples.
+pub fn render_svg(profile: &Profile) -> Option<String> {
     let mut out = Vec::new();
     profile::write_svg(profile, &SvgOptions::default(), &mut out).ok()?;
     String::from_utf8(out).ok()
@@ -200,27 +291,43 @@ mod tests {
 
     #[test]
     fn profile_query_names_target_duration_and_format() {
-        let r = parse_request("seconds=2.5&pid=1&format=pprof", 60).unwrap();
+        let r = parse_request("seconds=2.5&pid=1&format=pprof", 60, 300).unwrap();
         assert_eq!(r.duration, Duration::from_millis(2500));
         assert_eq!(r.target, RecordTarget::Pids(vec![1]));
         assert_eq!(r.format, Format::Pprof);
-        let r = parse_request("", 60).unwrap();
+        let r = parse_request("", 60, 300).unwrap();
         assert_eq!((r.target, r.format), (RecordTarget::All, Format::Svg));
+        assert_eq!(r.source, ProfileSource::Live);
+        let r = parse_request("source=window&seconds=300", 60, 300).unwrap();
+        assert_eq!(r.source, ProfileSource::Window);
     }
 
     #[test]
     fn bad_profile_queries_say_what_is_wrong() {
         assert!(
-            parse_request("seconds=100", 60)
+            parse_request("seconds=100", 60, 300)
                 .unwrap_err()
                 .contains("at most 60")
         );
-        assert!(parse_request("format=png", 60).unwrap_err().contains("png"));
         assert!(
-            parse_request("cgroup=relative", 60)
+            parse_request("format=png", 60, 300)
+                .unwrap_err()
+                .contains("png")
+        );
+        assert!(
+            parse_request("cgroup=relative", 60, 300)
                 .unwrap_err()
                 .contains("cgroup")
         );
-        assert!(parse_request("secs=1", 60).unwrap_err().contains("secs"));
+        assert!(
+            parse_request("secs=1", 60, 300)
+                .unwrap_err()
+                .contains("secs")
+        );
+        assert!(
+            parse_request("source=past", 60, 300)
+                .unwrap_err()
+                .contains("live or window")
+        );
     }
 }

@@ -14,8 +14,8 @@ use aya::{
 use profiler_common::{LATENCY_BUCKETS, MAP_SYSCALL_STATS, SyscallConfig, SyscallKey};
 
 use crate::{
-    collect::syscalls::snapshot_syscalls,
-    probes::{self, Family, MapSizes, ProbeError, SyscallTracer},
+    collect::{SampleMaps, syscalls::snapshot_syscalls},
+    probes::{self, CpuSampler, Family, MapSizes, ProbeError, SyscallTracer},
     record::{RecordTarget, Session},
     syscalls::SyscallCounters,
 };
@@ -70,9 +70,15 @@ pub struct SyscallCollector {
 }
 
 impl SyscallCollector {
-    /// Loads the object and attaches the syscall tracer to every process of the system.
-    pub fn start() -> Result<Self, crate::record::RecordError> {
-        let mut ebpf = probes::load_for(MapSizes::default(), &[Family::Syscalls])?;
+    /// Loads the object and attaches the syscall tracer to every process of the system, and
+    /// the CPU sampler at `cpu_hz` (unless 0), whose maps are handed out for the CPU thread.
+    pub fn start(cpu_hz: u64) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
+        // The always-on sampler runs at a low rate: a slot holds a few hundred samples.
+        let sizes = MapSizes {
+            sample_keys: Some(4096),
+            stacks: Some(4096),
+        };
+        let mut ebpf = probes::load_for(sizes, &[Family::Syscalls])?;
         let mut session = Session::prepare(&RecordTarget::All)?;
         session.apply(&mut ebpf)?;
         let config = SyscallConfig {
@@ -81,11 +87,20 @@ impl SyscallCollector {
             _pad: 0,
         };
         SyscallTracer::attach(&mut ebpf, config)?;
+        let samples = if cpu_hz > 0 {
+            CpuSampler::attach(&mut ebpf, cpu_hz)?;
+            Some(SampleMaps::take_from(&mut ebpf)?)
+        } else {
+            None
+        };
         session.release()?;
-        Ok(Self {
-            ebpf,
-            retired: HashMap::new(),
-        })
+        Ok((
+            Self {
+                ebpf,
+                retired: HashMap::new(),
+            },
+            samples,
+        ))
     }
 
     /// The ids of the tracer's programs, for their run-time statistics.

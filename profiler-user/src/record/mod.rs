@@ -210,6 +210,17 @@ pub fn record_ready(
     })
 }
 
+/// The profile of CPU samples taken elsewhere (the daemon's rolling window), symbolized
+/// against `spaces` by `symbolizer`.
+pub fn assemble_cpu(
+    raw: &RawSamples,
+    meta: ProfileMeta,
+    spaces: &AddressSpaces,
+    symbolizer: &mut Symbolizer,
+) -> Profile {
+    assemble(raw, meta, &mut Resolver { spaces, symbolizer })
+}
+
 /// The profile of a recording from its CPU samples and/or its blocked time.
 fn build_profile(
     meta: ProfileMeta,

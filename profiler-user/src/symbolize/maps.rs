@@ -209,6 +209,39 @@ impl AddressSpaces {
         self.processes.len()
     }
 
+    /// Forgets every process `keep` says no to, and the files no remaining process maps: a
+    /// reader that runs for days (the daemon) stays bounded by what is alive or still needed.
+    pub fn retain_processes(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.processes.retain(|&pid, _| keep(pid));
+        let mut remap: HashMap<FileId, FileId> = HashMap::new();
+        let mut files = Vec::new();
+        // Generations shared after a fork stay shared.
+        let mut rebuilt: HashMap<*const Generation, Arc<Generation>> = HashMap::new();
+        for process in self.processes.values_mut() {
+            for generation in std::iter::once(&mut process.current).chain(process.older.iter_mut())
+            {
+                let old = Arc::as_ptr(generation);
+                let new = rebuilt.entry(old).or_insert_with(|| {
+                    let mut copy: Generation = (**generation).clone();
+                    for mapping in copy.values_mut() {
+                        mapping.file = *remap.entry(mapping.file).or_insert_with(|| {
+                            files.push(Arc::clone(&self.files[mapping.file.0 as usize]));
+                            FileId(files.len() as u32 - 1)
+                        });
+                    }
+                    Arc::new(copy)
+                });
+                *generation = Arc::clone(new);
+            }
+        }
+        self.file_ids = files
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (Arc::clone(key), FileId(i as u32)))
+            .collect();
+        self.files = files;
+    }
+
     fn intern(&mut self, key: &Arc<FileKey>) -> FileId {
         if let Some(&id) = self.file_ids.get(key) {
             return id;
@@ -300,6 +333,31 @@ mod tests {
         assert_eq!(where_is(&spaces, 10, 0x7000), None);
         assert_eq!(where_is(&spaces, 10, 0x4fff), None);
         assert_eq!(where_is(&spaces, 11, 0x5123), None);
+    }
+
+    #[test]
+    fn retaining_processes_drops_the_others_and_the_files_only_they_mapped() {
+        let mut spaces = AddressSpaces::new();
+        let libc_so = file("/usr/lib/libc.so.6", 2);
+        spaces.apply(&map(10, 0x7000, 0x1000, 0, &libc_so));
+        spaces.apply(&fork(11, 10));
+        spaces.apply(&map(11, 0x9000, 0x1000, 0, &file("/judge/solution", 5)));
+        spaces.apply(&map(12, 0x1000, 0x1000, 0, &file("/bin/sh", 4)));
+        spaces.retain_processes(|pid| pid != 12);
+        assert_eq!(spaces.process_count(), 2);
+        assert_eq!(spaces.files.len(), 2);
+        assert_eq!(where_is(&spaces, 12, 0x1000), None);
+        assert_eq!(
+            where_is(&spaces, 11, 0x9004),
+            Some(("/judge/solution".into(), 4))
+        );
+        assert_eq!(
+            where_is(&spaces, 10, 0x7010),
+            Some(("/usr/lib/libc.so.6".into(), 0x10))
+        );
+        // Interning still finds the files kept.
+        spaces.apply(&map(13, 0x7000, 0x1000, 0, &libc_so));
+        assert_eq!(spaces.files.len(), 2);
     }
 
     #[test]
