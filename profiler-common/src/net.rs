@@ -9,6 +9,9 @@ pub const MAP_NET_CONNS: &str = "NET_CONNS";
 pub const MAP_NET_EVENTS: &str = "NET_EVENTS";
 /// Name of the per-CPU hash of [`NetTraffic`] keyed by [`NetTrafficKey`].
 pub const MAP_NET_TRAFFIC: &str = "NET_TRAFFIC";
+/// Name of the per-CPU array of [`NetTrafficSlot`]s: the traffic of most cgroups, without a
+/// hash lookup per packet.
+pub const MAP_NET_TRAFFIC_SLOTS: &str = "NET_TRAFFIC_SLOTS";
 /// Name of the one-entry array holding the [`NetConfig`].
 pub const MAP_NET_CONFIG: &str = "NET_CONFIG";
 /// Name of the per-CPU array of network tracer counters, indexed by [`NetStat`].
@@ -20,6 +23,9 @@ pub const GLOBAL_NET_LAYOUT: &str = "NET_LAYOUT";
 pub const MAX_NET_CONNS: u32 = 64 * 1024;
 /// Capacity of [`MAP_NET_TRAFFIC`]: (cgroup, direction, family) keys.
 pub const MAX_NET_TRAFFIC_KEYS: u32 = 8 * 1024;
+/// Entries of [`MAP_NET_TRAFFIC_SLOTS`] (a power of two: a cgroup's slot is the top bits of
+/// a multiplicative hash of its id).
+pub const NET_TRAFFIC_SLOTS: u32 = 256;
 /// Size of [`MAP_NET_EVENTS`] in bytes.
 pub const NET_EVENTS_BYTES: u32 = 4 << 20;
 
@@ -182,6 +188,40 @@ pub struct NetTraffic {
 }
 const _: () = assert!(size_of::<NetTraffic>() == 16);
 
+/// Index of a (direction, family) pair in [`NetTrafficSlot::traffic`]: `direction * 3` plus 0
+/// for IPv4, 1 for IPv6, 2 for anything else.
+pub const fn traffic_index(direction: u32, family: u32) -> usize {
+    let family = match family {
+        f if f == AF_INET as u32 => 0,
+        f if f == AF_INET6 as u32 => 1,
+        _ => 2,
+    };
+    direction as usize * 3 + family
+}
+
+/// The slot of a cgroup in [`MAP_NET_TRAFFIC_SLOTS`].
+pub const fn traffic_slot(cgroup_id: u64) -> u32 {
+    (cgroup_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NET_TRAFFIC_SLOTS.trailing_zeros()))
+        as u32
+}
+
+/// The traffic of the cgroup that took this slot first, on one CPU; the traffic of another
+/// cgroup hashed to a taken slot goes to [`MAP_NET_TRAFFIC`]. A slot is never given back, so
+/// every figure only grows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetTrafficSlot {
+    /// The owner's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Non-zero once taken.
+    pub taken: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// By [`traffic_index`].
+    pub traffic: [NetTraffic; 6],
+}
+const _: () = assert!(size_of::<NetTrafficSlot>() == 16 + 6 * 16);
+
 /// Index of a counter in [`MAP_NET_COUNTERS`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,4 +357,6 @@ mod pod {
     unsafe impl aya::Pod for NetTraffic {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NetLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NetTrafficSlot {}
 }

@@ -11,12 +11,17 @@
 //! connected, or, for an accepted connection, the first task that closes it (FIN_WAIT1 or
 //! LAST_ACK, both entered by `close`/`shutdown` in the owner's context).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_comm, bpf_probe_read_kernel as probe_read_into,
+            bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        },
     },
     programs::{RawTracePointContext, SkBuffContext},
 };
@@ -25,11 +30,12 @@ use profiler_common::{
     CONN_PASSIVE, CONN_TARGETED, FILTER_ALL, FILTER_CGROUPS, FILTER_NONE, FILTER_TGIDS,
     IPPROTO_TCP, LAYOUT_IPV6, LAYOUT_SOCK_CGROUP, MAX_CGROUP_LEVEL, NetConn, NetEvent,
     NetEventKind, NetLayout, NetStat, NetTraffic, NetTrafficKey, TASK_COMM_LEN, tcp_state,
+    traffic_index, traffic_slot,
 };
 
 use crate::{
     maps::{TARGET_CGROUPS, TARGET_FILTER},
-    net_maps::{NET_CONFIG, NET_CONNS, NET_COUNTERS, NET_EVENTS, NET_TRAFFIC},
+    net_maps::{NET_CONFIG, NET_CONNS, NET_COUNTERS, NET_EVENTS, NET_TRAFFIC, NET_TRAFFIC_SLOTS},
     targets::{current_cgroup_id, is_current_target},
 };
 
@@ -142,30 +148,44 @@ fn cgroup_targeted(cgroup: u64, cgroup_id: u64, max_level: u32) -> bool {
     false
 }
 
-/// Addresses and ports of the socket, into `conn`.
+/// Reads `size_of::<T>()` bytes at `base + offset` in kernel memory straight into `dst` (zeroed
+/// on failure): no stack copy, no zeroing of a temporary first.
+#[inline(always)]
+fn read_into<T>(dst: *mut T, base: u64, offset: u32) {
+    // SAFETY: `dst` points to `size_of::<T>()` writable bytes of a map value or ring-buffer
+    // entry; the helper checks the kernel address.
+    unsafe {
+        probe_read_into(
+            dst.cast(),
+            size_of::<T>() as u32,
+            (base + u64::from(offset)) as *const core::ffi::c_void,
+        )
+    };
+}
+
+/// Addresses and ports of the socket, into `conn` (whose addresses are zero).
 #[inline(always)]
 fn read_endpoints(sk: u64, conn: *mut NetConn) {
-    let family = read::<u16>(sk, layout!(family)).unwrap_or(0);
-    let sport = u16::from_be(read::<u16>(sk, layout!(sport)).unwrap_or(0));
-    let dport = u16::from_be(read::<u16>(sk, layout!(dport)).unwrap_or(0));
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET6 && layout!(features) & LAYOUT_IPV6 != 0 {
-        saddr = read::<[u8; 16]>(sk, layout!(v6_rcv_saddr)).unwrap_or([0; 16]);
-        daddr = read::<[u8; 16]>(sk, layout!(v6_daddr)).unwrap_or([0; 16]);
-    } else if family == AF_INET {
-        let s = read::<[u8; 4]>(sk, layout!(rcv_saddr)).unwrap_or([0; 4]);
-        let d = read::<[u8; 4]>(sk, layout!(daddr)).unwrap_or([0; 4]);
-        saddr[..4].copy_from_slice(&s);
-        daddr[..4].copy_from_slice(&d);
-    }
-    // SAFETY: `conn` is a live map value owned by the caller.
+    let (family_at, sport_at, dport_at) = (layout!(family), layout!(sport), layout!(dport));
+    let ipv6 = layout!(features) & LAYOUT_IPV6 != 0;
+    let (v6_saddr_at, v6_daddr_at) = (layout!(v6_rcv_saddr), layout!(v6_daddr));
+    let (saddr_at, daddr_at) = (layout!(rcv_saddr), layout!(daddr));
+    // SAFETY: `conn` is a live map value owned by the caller; the fields are read straight
+    // into it.
     unsafe {
-        (*conn).family = family;
-        (*conn).sport = sport;
-        (*conn).dport = dport;
-        (*conn).saddr = saddr;
-        (*conn).daddr = daddr;
+        read_into(&raw mut (*conn).family, sk, family_at);
+        read_into(&raw mut (*conn).sport, sk, sport_at);
+        read_into(&raw mut (*conn).dport, sk, dport_at);
+        (*conn).sport = u16::from_be((*conn).sport);
+        (*conn).dport = u16::from_be((*conn).dport);
+        let family = (*conn).family;
+        if family == AF_INET6 && ipv6 {
+            read_into(&raw mut (*conn).saddr, sk, v6_saddr_at);
+            read_into(&raw mut (*conn).daddr, sk, v6_daddr_at);
+        } else if family == AF_INET {
+            read_into((&raw mut (*conn).saddr).cast::<u32>(), sk, saddr_at);
+            read_into((&raw mut (*conn).daddr).cast::<u32>(), sk, daddr_at);
+        }
     }
 }
 
@@ -188,6 +208,11 @@ fn read_bytes(sk: u64, conn: *mut NetConn) {
     }
 }
 
+/// The words of a [`NetConn`]: copied as such, the copy stays a few stores (as bytes it would
+/// be a call to a byte-by-byte `memmove`).
+type ConnWords = [u64; size_of::<NetConn>() / 8];
+const _: () = assert!(size_of::<NetConn>() % 8 == 0 && align_of::<NetConn>() == 8);
+
 fn emit(kind: NetEventKind, sk: u64, state: u32, error: i32, conn: *const NetConn, now: u64) {
     let Some(mut entry) = NET_EVENTS.reserve::<NetEvent>(0) else {
         count(NetStat::EventsLost);
@@ -203,33 +228,51 @@ fn emit(kind: NetEventKind, sk: u64, state: u32, error: i32, conn: *const NetCon
         (*event).state = state;
         (*event).error = error;
         (*event)._pad = 0;
-        (*event).conn = *conn;
+        core::ptr::copy_nonoverlapping(
+            conn.cast::<ConnWords>(),
+            (&raw mut (*event).conn).cast::<ConnWords>(),
+            1,
+        );
     }
     // No wake-up per event: the reader polls on a timer, which keeps the per-connection cost
     // of a busy server down.
     entry.submit(u64::from(BPF_RB_NO_WAKEUP));
 }
 
-fn new_conn(now: u64, cgroup_id: u64, flags: u32) -> NetConn {
-    NetConn {
-        start_ns: now,
-        established_ns: 0,
-        cgroup_id,
-        bytes_in: 0,
-        bytes_out: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        tgid: 0,
-        retransmits: 0,
-        syn_retransmits: 0,
-        resets_in: 0,
-        resets_out: 0,
-        flags,
-        sport: 0,
-        dport: 0,
-        family: 0,
-        _pad: 0,
-        comm: [0; TASK_COMM_LEN],
+/// Fills `conn` with a connection first seen now. The zeroing is by volatile word stores into
+/// the caller's slot: this target has no inline `memset`, zeroing (or moving) a struct is
+/// otherwise a call to a byte-by-byte loop.
+#[inline(always)]
+fn new_conn(conn: *mut NetConn, now: u64, cgroup_id: u64, flags: u32) {
+    let words = conn.cast::<u64>();
+    let mut i = 0;
+    while i < size_of::<NetConn>() / 8 {
+        // SAFETY: within `*conn`, which is 8-byte aligned.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: `conn` is a zeroed `NetConn`.
+    unsafe {
+        (*conn).start_ns = now;
+        (*conn).cgroup_id = cgroup_id;
+        (*conn).flags = flags;
+    }
+}
+
+/// The current task's comm, into `comm`.
+#[inline(always)]
+fn current_comm(comm: *mut [u8; TASK_COMM_LEN]) {
+    // SAFETY: `comm` points to TASK_COMM_LEN writable bytes.
+    unsafe { bpf_get_current_comm(comm.cast(), TASK_COMM_LEN as u32) };
+}
+
+/// Inserts a new connection for `sk`.
+#[inline(always)]
+fn track(sk: u64, conn: *const NetConn) {
+    // SAFETY: filled by `new_conn`.
+    let conn = unsafe { &*conn };
+    if NET_CONNS.insert(sk, conn, u64::from(BPF_ANY)).is_err() {
+        count(NetStat::ConnsFull);
     }
 }
 
@@ -243,6 +286,13 @@ pub fn try_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     if new == tcp_state::SYN_RECV && old == tcp_state::LISTEN {
         return passive_open(sk);
+    }
+    // FIN_WAIT2, CLOSE_WAIT, CLOSING, TIME_WAIT: nothing to record, not even a lookup.
+    if !matches!(
+        new,
+        tcp_state::ESTABLISHED | tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK | tcp_state::CLOSE
+    ) {
+        return Ok(());
     }
     let Some(conn) = NET_CONNS.get_ptr_mut(sk) else {
         return Ok(());
@@ -273,7 +323,7 @@ pub fn try_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
                 // SAFETY: as above.
                 unsafe {
                     (*conn).tgid = tgid;
-                    (*conn).comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+                    current_comm(&raw mut (*conn).comm);
                     (*conn).flags = flags;
                 }
             }
@@ -304,14 +354,18 @@ fn active_open(sk: u64) -> Result<(), i64> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let flags = CONN_ACTIVE | CONN_TARGETED | CONN_OWNER_KNOWN;
-    let mut conn = new_conn(now, current_cgroup_id(), flags);
-    conn.tgid = tgid;
-    conn.comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
-    // The local port is not chosen yet: endpoints are read at ESTABLISHED and CLOSE.
-    conn.family = read::<u16>(sk, layout!(family)).unwrap_or(0);
-    if NET_CONNS.insert(sk, conn, u64::from(BPF_ANY)).is_err() {
-        count(NetStat::ConnsFull);
+    let mut slot = MaybeUninit::<NetConn>::uninit();
+    let conn = slot.as_mut_ptr();
+    new_conn(conn, now, current_cgroup_id(), flags);
+    let family_at = layout!(family);
+    // SAFETY: `conn` is the `NetConn` in `words`.
+    unsafe {
+        (*conn).tgid = tgid;
+        current_comm(&raw mut (*conn).comm);
+        // The local port is not chosen yet: endpoints are read at ESTABLISHED and CLOSE.
+        read_into(&raw mut (*conn).family, sk, family_at);
     }
+    track(sk, conn);
     Ok(())
 }
 
@@ -335,11 +389,12 @@ fn passive_open(sk: u64) -> Result<(), i64> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let flags = CONN_PASSIVE | if targeted { CONN_TARGETED } else { 0 };
-    let mut conn = new_conn(now, cgroup_id, flags);
-    conn.family = read::<u16>(sk, layout!(family)).unwrap_or(0);
-    if NET_CONNS.insert(sk, conn, u64::from(BPF_ANY)).is_err() {
-        count(NetStat::ConnsFull);
-    }
+    let mut slot = MaybeUninit::<NetConn>::uninit();
+    let conn = slot.as_mut_ptr();
+    new_conn(conn, now, cgroup_id, flags);
+    // SAFETY: the `NetConn` in `words`.
+    read_into(unsafe { &raw mut (*conn).family }, sk, layout!(family));
+    track(sk, conn);
     Ok(())
 }
 
@@ -421,23 +476,39 @@ pub fn count_traffic(ctx: &SkBuffContext, direction: u32) {
         ETH_P_IPV6_BE => u32::from(AF_INET6),
         _ => 0,
     };
+    let bytes = u64::from(len);
+    let packets = if segs == 0 { 1 } else { u64::from(segs) };
+    if let Some(slot) = NET_TRAFFIC_SLOTS.get_ptr_mut(traffic_slot(cgroup_id)) {
+        // SAFETY: per-CPU value; only this CPU writes it.
+        let owner = unsafe { ((*slot).taken != 0).then_some((*slot).cgroup_id) };
+        if owner.is_none_or(|owner| owner == cgroup_id) {
+            // SAFETY: as above.
+            unsafe {
+                if owner.is_none() {
+                    (*slot).cgroup_id = cgroup_id;
+                    (*slot).taken = 1;
+                }
+                if let Some(t) = (*slot).traffic.get_mut(traffic_index(direction, family)) {
+                    t.bytes += bytes;
+                    t.packets += packets;
+                }
+            }
+            return;
+        }
+    }
     let key = NetTrafficKey {
         cgroup_id,
         direction,
         family,
     };
-    let packets = if segs == 0 { 1 } else { u64::from(segs) };
     match NET_TRAFFIC.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.
         Some(t) => unsafe {
-            (*t).bytes += u64::from(len);
+            (*t).bytes += bytes;
             (*t).packets += packets;
         },
         None => {
-            let t = NetTraffic {
-                bytes: u64::from(len),
-                packets,
-            };
+            let t = NetTraffic { bytes, packets };
             if NET_TRAFFIC.insert(key, t, u64::from(BPF_NOEXIST)).is_err() {
                 // Another packet of this key on this CPU cannot have raced us: full.
                 count(NetStat::TrafficFull);

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     MAX_NET_CONNS, MAX_NET_TRAFFIC_KEYS, NET_COUNTERS_LEN, NET_EVENTS_BYTES, NetConfig, NetConn,
-    NetTraffic, NetTrafficKey,
+    NetTraffic, NetTrafficKey, NetTrafficSlot,
 };
 
 /// Tracked connections by socket address; LRU, so that sockets whose close was never seen
@@ -22,6 +22,13 @@ pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(NET_EVENTS_BYTES, 0);
 #[map(name = "NET_TRAFFIC")]
 pub static NET_TRAFFIC: PerCpuHashMap<NetTrafficKey, NetTraffic> =
     PerCpuHashMap::with_max_entries(MAX_NET_TRAFFIC_KEYS, 0);
+
+/// Per-CPU traffic of the cgroups that own a slot (the others go to `NET_TRAFFIC`): an array
+/// lookup is inlined by the verifier, a hash lookup is a hash computation and a bucket walk per
+/// packet.
+#[map(name = "NET_TRAFFIC_SLOTS")]
+pub static NET_TRAFFIC_SLOTS: PerCpuArray<NetTrafficSlot> =
+    PerCpuArray::with_max_entries(profiler_common::NET_TRAFFIC_SLOTS, 0);
 
 /// The network tracer's configuration, one entry.
 #[map(name = "NET_CONFIG")]

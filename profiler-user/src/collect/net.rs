@@ -17,8 +17,9 @@ use aya::{
 };
 use profiler_common::{
     AF_INET, AF_INET6, CONN_TARGETED, MAP_NET_CONNS, MAP_NET_COUNTERS, MAP_NET_EVENTS,
-    MAP_NET_TRAFFIC, NET_COUNTERS_LEN, NetConfig, NetConn, NetEvent, NetStat, NetTraffic,
-    NetTrafficKey, TRAFFIC_EGRESS,
+    MAP_NET_TRAFFIC, MAP_NET_TRAFFIC_SLOTS, NET_COUNTERS_LEN, NET_TRAFFIC_SLOTS, NetConfig,
+    NetConn, NetEvent, NetStat, NetTraffic, NetTrafficKey, NetTrafficSlot, TRAFFIC_EGRESS,
+    TRAFFIC_INGRESS, traffic_index,
 };
 
 use crate::{
@@ -125,34 +126,53 @@ impl NetCollector {
         Ok(open)
     }
 
-    /// Traffic per cgroup since the start, summed over CPUs.
+    /// Traffic per cgroup since the start, summed over CPUs (the cgroups that own a slot
+    /// and the hashed rest).
     pub fn traffic(&self, ebpf: &Ebpf) -> Result<Vec<CgroupTraffic>, ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: MAP_NET_TRAFFIC,
-            source,
-        };
-        let traffic: PerCpuHashMap<&MapData, NetTrafficKey, NetTraffic> =
-            PerCpuHashMap::try_from(map(ebpf, MAP_NET_TRAFFIC)?).map_err(err)?;
+        let err = |map| move |source| ProbeError::Map { map, source };
         let mut by_cgroup: HashMap<u64, CgroupTraffic> = HashMap::new();
-        for entry in traffic.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(kv) => kv,
-                Err(MapError::KeyNotFound) => continue,
-                Err(source) => return Err(err(source)),
-            };
+        let mut add = |cgroup_id: u64, direction: u32, family: u32, per_cpu: &[NetTraffic]| {
             let (bytes, packets) = per_cpu
                 .iter()
                 .fold((0, 0), |(b, p), t| (b + t.bytes, p + t.packets));
-            let row = by_cgroup.entry(key.cgroup_id).or_insert(CgroupTraffic {
-                cgroup_id: key.cgroup_id,
+            if packets == 0 {
+                return;
+            }
+            let row = by_cgroup.entry(cgroup_id).or_insert(CgroupTraffic {
+                cgroup_id,
                 ..Default::default()
             });
-            let count = match key.family {
+            let count = match family {
                 f if f == u32::from(AF_INET) => &mut row.ipv4,
                 f if f == u32::from(AF_INET6) => &mut row.ipv6,
                 _ => &mut row.other,
             };
-            add_direction(count, key.direction, bytes, packets);
+            add_direction(count, direction, bytes, packets);
+        };
+        let slots: PerCpuArray<&MapData, NetTrafficSlot> =
+            PerCpuArray::try_from(map(ebpf, MAP_NET_TRAFFIC_SLOTS)?)
+                .map_err(err(MAP_NET_TRAFFIC_SLOTS))?;
+        for index in 0..NET_TRAFFIC_SLOTS {
+            let per_cpu = slots.get(&index, 0).map_err(err(MAP_NET_TRAFFIC_SLOTS))?;
+            // Each CPU's copy of a slot is taken on its own, possibly by different cgroups.
+            for slot in per_cpu.iter().filter(|s| s.taken != 0) {
+                for direction in [TRAFFIC_INGRESS, TRAFFIC_EGRESS] {
+                    for family in [u32::from(AF_INET), u32::from(AF_INET6), 0] {
+                        let t = slot.traffic[traffic_index(direction, family)];
+                        add(slot.cgroup_id, direction, family, &[t]);
+                    }
+                }
+            }
+        }
+        let traffic: PerCpuHashMap<&MapData, NetTrafficKey, NetTraffic> =
+            PerCpuHashMap::try_from(map(ebpf, MAP_NET_TRAFFIC)?).map_err(err(MAP_NET_TRAFFIC))?;
+        for entry in traffic.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(kv) => kv,
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(err(MAP_NET_TRAFFIC)(source)),
+            };
+            add(key.cgroup_id, key.direction, key.family, &per_cpu);
         }
         let mut rows: Vec<CgroupTraffic> = by_cgroup.into_values().collect();
         rows.sort_by_key(|t| std::cmp::Reverse(t.total().rx_bytes + t.total().tx_bytes));
