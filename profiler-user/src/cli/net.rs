@@ -9,13 +9,14 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
+use profiler_common::NetEvent;
 
 use super::record::{choose_target, parse_secs};
 use crate::{
     collect::net::{NetCollector, NetOptions},
     net::{
-        CgroupNames, ConnEvent, Connection, NetGroupBy, build_table, event_line, render_table,
-        to_json,
+        CgroupNames, ClosedConnections, ConnEvent, Connection, NetGroupBy, build_table, event_line,
+        render_table, to_json,
     },
     probes::{self, Family, MapSizes, net::cgroup2_root},
     record::{Progress, RecordTarget, Session},
@@ -104,45 +105,58 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
     );
     let mut cgroups = CgroupNames::new();
     let clock_offset_ns = realtime_minus_monotonic_ns();
-    let mut closed: Vec<Connection> = Vec::new();
+    // Kept undecoded while tracing runs: decoding is for the report (or an --events line).
+    let mut closed = ClosedConnections::new();
     let events_to_stderr = with_command || (args.json && args.output.is_none());
-    let mut handle = |events: Vec<ConnEvent>, cgroups: &mut CgroupNames| -> anyhow::Result<()> {
-        for event in events {
-            if args.events {
-                name_cgroups(cgroups, [event.connection().cgroup_id]);
-                let line = event_line(&event, clock_offset_ns, cgroups);
-                if events_to_stderr {
-                    std::io::stderr().write_all(line.as_bytes())?;
-                } else {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(line.as_bytes())?;
-                    out.flush()?;
-                }
-            }
-            if let ConnEvent::Close { conn, .. } = event {
-                closed.push(conn);
-            }
+    let mut handle = |raw: &NetEvent, cgroups: &mut CgroupNames| -> anyhow::Result<()> {
+        closed.push(raw);
+        if !args.events {
+            return Ok(());
+        }
+        let Some(event) = ConnEvent::from_raw(raw) else {
+            return Ok(());
+        };
+        name_cgroups(cgroups, [event.connection().cgroup_id]);
+        let line = event_line(&event, clock_offset_ns, cgroups);
+        if events_to_stderr {
+            std::io::stderr().write_all(line.as_bytes())?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes())?;
+            out.flush()?;
         }
         Ok(())
     };
     let mut watch = session.watch(args.duration);
+    let mut failed = Ok(());
     let exit_status = loop {
         let progress = watch.check(&stop)?;
-        handle(collector.wait_and_drain(POLL), &mut cgroups)?;
+        collector.wait_and_drain_raw(POLL, |raw| {
+            if failed.is_ok() {
+                failed = handle(raw, &mut cgroups);
+            }
+        });
+        std::mem::replace(&mut failed, Ok(()))?;
         if let Progress::Done(status) = progress {
             break status;
         }
     };
     let elapsed = watch.started().elapsed();
     collector.stop(&mut ebpf)?;
-    handle(collector.drain(), &mut cgroups)?;
+    collector.drain_raw(|raw| {
+        if failed.is_ok() {
+            failed = handle(raw, &mut cgroups);
+        }
+    });
+    std::mem::replace(&mut failed, Ok(()))?;
     let open = collector.open_connections(&ebpf)?;
     let mut traffic = collector.traffic(&ebpf)?;
     let counters = collector.counters(&ebpf)?;
     if let Some(keep) = traffic_cgroups {
         traffic.retain(|t| keep.contains(&t.cgroup_id));
     }
-    let mut connections = closed;
+    let mut connections: Vec<Connection> = Vec::with_capacity(closed.len() + open.len());
+    connections.extend(closed.connections());
     connections.extend(open);
     name_cgroups(
         &mut cgroups,

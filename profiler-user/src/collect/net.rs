@@ -94,15 +94,29 @@ impl NetCollector {
     /// Reads every event waiting in the ring buffer.
     pub fn drain(&mut self) -> Vec<ConnEvent> {
         let mut events = Vec::new();
+        self.drain_raw(|raw| events.extend(ConnEvent::from_raw(raw)));
+        events
+    }
+
+    /// Hands every event waiting in the ring buffer to `f` as the kernel wrote it, without
+    /// decoding or allocating: for a caller that keeps them and decodes later (a busy host
+    /// closes tens of thousands of connections a second).
+    pub fn drain_raw(&mut self, mut f: impl FnMut(&NetEvent)) {
         while let Some(item) = self.ring.next() {
             if item.len() >= size_of::<NetEvent>() {
                 // SAFETY: the item holds one `NetEvent` written by the kernel side;
                 // `#[repr(C)]` integers and byte arrays, any bit pattern is valid.
                 let raw: NetEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                events.extend(ConnEvent::from_raw(&raw));
+                f(&raw);
             }
         }
-        events
+    }
+
+    /// Waits up to `timeout` like [`NetCollector::wait_and_drain`], then hands every event
+    /// waiting to `f` like [`NetCollector::drain_raw`].
+    pub fn wait_and_drain_raw(&mut self, timeout: Duration, f: impl FnMut(&NetEvent)) {
+        sleep_or_signal(self.ring.as_raw_fd(), timeout);
+        self.drain_raw(f);
     }
 
     /// The targeted connections that are open now (their bytes are only read at close).

@@ -20,6 +20,7 @@ use super::{
     metrics::{CpuExposition, Exposition, render, top_cgroups},
     node::NodeRequest,
     own, page, profile,
+    tcp_metrics::TcpExposition,
 };
 
 /// A response body.
@@ -135,7 +136,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// The syscall statistics from the node thread, with the paths of the cgroups `extra` too.
-pub async fn syscall_view(shared: &Shared, extra: Vec<u64>) -> Option<super::node::SyscallView> {
+pub async fn syscall_view(shared: &Shared, extra: Vec<u64>) -> Option<super::node::NodeView> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     shared.node.send(NodeRequest::Syscalls(extra, tx)).ok()?;
     tokio::time::timeout(Duration::from_secs(10), rx)
@@ -173,6 +174,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
     let config = shared.config();
     let mut exposition = Exposition {
         syscalls: top_cgroups(&view, config.top_cgroups),
+        tcp: TcpExposition::new(&view, config.top_cgroups),
         cpu: cpu
             .map(|c| CpuExposition::new(&c, &view.names, config.top_cgroups))
             .unwrap_or_default(),

@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{cpu::CpuTotals, node::SyscallView, syscalls::SyscallTotals};
+use super::{cpu::CpuTotals, node::NodeView, syscalls::SyscallTotals, tcp_metrics::TcpExposition};
 use crate::syscalls::syscall_name;
 
 /// Label value of the cgroups beyond the top N.
@@ -76,6 +76,8 @@ pub struct Exposition {
     pub syscalls: BTreeMap<(String, String), SyscallTotals>,
     /// The always-on CPU profile.
     pub cpu: CpuExposition,
+    /// TCP per cgroup.
+    pub tcp: TcpExposition,
     /// Syscall events lost and map-full counts.
     pub syscall_events_lost: u64,
     /// Syscall statistics not recorded because the map was full.
@@ -125,7 +127,7 @@ pub fn label_of(top: &HashMap<u64, String>, id: u64) -> String {
 
 /// Folds the per-cgroup totals into the top `top_n` cgroups by call count (labelled by path)
 /// and `other`.
-pub fn top_cgroups(view: &SyscallView, top_n: usize) -> BTreeMap<(String, String), SyscallTotals> {
+pub fn top_cgroups(view: &NodeView, top_n: usize) -> BTreeMap<(String, String), SyscallTotals> {
     let mut by_cgroup: HashMap<u64, u64> = HashMap::new();
     for ((cgroup, _), t) in &view.totals {
         *by_cgroup.entry(*cgroup).or_default() += t.count;
@@ -161,9 +163,11 @@ pub fn buckets(hist: &[u64]) -> Vec<(f64, u64)> {
     out
 }
 
-type Labels = Vec<(String, String)>;
+/// Label pairs of one sample.
+pub type Labels = Vec<(String, String)>;
 
-fn counter(
+/// Encodes the counter family `name` with one sample per row.
+pub fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -176,7 +180,8 @@ fn counter(
     Ok(())
 }
 
-fn gauge(
+/// Encodes the unlabelled gauge `name`.
+pub fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -263,6 +268,7 @@ impl Collector for Exposition {
                 reason("kernel_stack", self.cpu.lost_kernel_stack),
             ],
         )?;
+        self.tcp.encode(&mut e)?;
         let violations: Vec<(Labels, f64)> = self
             .violations
             .iter()
@@ -289,6 +295,7 @@ impl Collector for Exposition {
                 buffer("guard", self.guard_events_lost),
                 buffer("syscalls", self.syscall_events_lost),
                 buffer("mappings", self.cpu.mapping_records_lost),
+                buffer("net", self.tcp.counters.events_lost),
             ],
         )?;
         let map = |name: &str, n: u64| (vec![("map".to_owned(), name.to_owned())], n as f64);
@@ -299,6 +306,8 @@ impl Collector for Exposition {
             &[
                 map("syscall_stats", self.syscall_map_full),
                 map("sample_counts", self.cpu.map_full),
+                map("net_conns", self.tcp.counters.conns_full),
+                map("net_traffic", self.tcp.counters.traffic_full),
             ],
         )?;
         gauge(
@@ -400,7 +409,7 @@ mod tests {
 
     #[test]
     fn cgroups_beyond_the_top_n_are_other() {
-        let mut view = SyscallView::default();
+        let mut view = NodeView::default();
         for (id, count) in [(1, 100), (2, 50), (3, 10)] {
             let t = SyscallTotals {
                 count,

@@ -12,9 +12,12 @@ pub mod names;
 pub mod node;
 pub mod own;
 pub mod page;
+pub mod pins;
 pub mod profile;
 pub mod rolling;
 pub mod syscalls;
+pub mod tcp;
+pub mod tcp_metrics;
 
 use std::{
     fs,
@@ -115,7 +118,7 @@ pub enum DaemonError {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), DaemonError> {
     let config = Arc::new(config::load(config_file.as_deref(), &overrides)?);
-    let stale = node::remove_stale_pins();
+    let stale = pins::remove_stale_pins();
     if stale > 0 {
         tracing::info!("removed {stale} pinned guard(s) of cgroups that are gone");
     }
@@ -138,6 +141,9 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
         }
         None => None,
     };
+    // Loading parsed the kernel's BTF and verified programs: give that memory back.
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let (tx, rx) = mpsc::channel();
     let node_thread = std::thread::Builder::new()
         .name("flamewarden-node".into())
@@ -274,5 +280,5 @@ async fn serve_until_stopped(
 
 /// `--cleanup`: detaches and unpins every guard attachment the daemon made.
 pub fn cleanup() -> Result<Vec<u64>, crate::probes::guard::GuardAttachError> {
-    node::cleanup()
+    pins::cleanup()
 }

@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::{
     config::{DaemonConfig, SandboxGlob, wildcard_match},
     names::CgroupNames,
+    pins::{forget_pin, remember_pin},
     syscalls::{REMOVED_CGROUPS, SyscallCollector, SyscallTotalsMap},
+    tcp::{TcpStats, TcpTotals},
 };
 use crate::{
     collect::{
@@ -28,13 +30,10 @@ use crate::{
         guard::{GuardEventReader, Violation},
     },
     guard::attach,
+    net::{CgroupTraffic, NetCounters},
     probes::guard::{self as guard_probes, AttachOutcome, GuardMaps},
     syscalls::SyscallCounters,
 };
-
-/// Where the daemon lists the cgroup ids whose guard it pinned, for `--cleanup` and for
-/// attachments whose cgroup disappeared while it was down.
-pub const PIN_LIST: &str = "/run/flamewarden/daemon-pins";
 
 /// How often exited processes are moved out of the syscall map.
 const RETIRE_EVERY: Duration = Duration::from_secs(10);
@@ -81,13 +80,19 @@ pub struct GuardBoard {
     pub sandboxes: Vec<SandboxStatus>,
 }
 
-/// A snapshot of the syscall statistics for `/metrics`.
+/// A snapshot of the node's statistics for `/metrics` and the page.
 #[derive(Debug, Default)]
-pub struct SyscallView {
-    /// Totals per (cgroup id, syscall).
+pub struct NodeView {
+    /// Syscall totals per (cgroup id, syscall).
     pub totals: SyscallTotalsMap,
-    /// Loss counters.
+    /// Syscall loss counters.
     pub counters: SyscallCounters,
+    /// TCP totals per cgroup id.
+    pub tcp: HashMap<u64, TcpTotals>,
+    /// IP traffic per cgroup id.
+    pub traffic: Vec<CgroupTraffic>,
+    /// The network tracer's loss counters.
+    pub net_counters: NetCounters,
     /// cgroup id → path.
     pub names: HashMap<u64, String>,
 }
@@ -95,7 +100,7 @@ pub struct SyscallView {
 /// Requests from the HTTP side.
 pub enum NodeRequest {
     /// Send the syscall statistics, with the paths of these other cgroup ids too.
-    Syscalls(Vec<u64>, tokio::sync::oneshot::Sender<SyscallView>),
+    Syscalls(Vec<u64>, tokio::sync::oneshot::Sender<NodeView>),
     /// Use this configuration from now on.
     Reload(Arc<DaemonConfig>),
 }
@@ -129,6 +134,7 @@ pub struct Node {
     failed_parents: HashMap<PathBuf, Instant>,
     guarded: HashMap<u64, Guarded>,
     names: CgroupNames,
+    tcp: TcpStats,
     board: Arc<Mutex<GuardBoard>>,
     lost_of_removed: u64,
     last_retire: Instant,
@@ -149,6 +155,7 @@ impl Node {
             failed_parents: HashMap::new(),
             guarded: HashMap::new(),
             names: CgroupNames::default(),
+            tcp: TcpStats::default(),
             board,
             lost_of_removed: 0,
             last_retire: Instant::now(),
@@ -171,7 +178,7 @@ impl Node {
             let period = Duration::from_millis(self.config.discovery_interval_ms);
             match requests.recv_timeout(period) {
                 Ok(NodeRequest::Syscalls(extra, reply)) => {
-                    let mut view = self.syscall_view();
+                    let mut view = self.node_view();
                     for id in extra {
                         view.names
                             .entry(id)
@@ -189,6 +196,9 @@ impl Node {
             }
             self.discover();
             self.drain_events();
+            for event in self.syscalls.net_events() {
+                self.tcp.record(&event);
+            }
             if self.last_retire.elapsed() >= RETIRE_EVERY {
                 self.last_retire = Instant::now();
                 if let Err(e) = self.syscalls.retire_exited() {
@@ -196,29 +206,39 @@ impl Node {
                 }
                 let live = CgroupNames::all_ids();
                 self.syscalls.fold_removed_cgroups(&live);
+                self.tcp.fold_removed_cgroups(&live);
                 self.names.retain(&live);
             }
         }
     }
 
-    fn syscall_view(&mut self) -> SyscallView {
-        match self.syscalls.totals() {
-            Ok((totals, counters)) => {
-                let ids: HashSet<u64> = totals.keys().map(|(id, _)| *id).collect();
-                let names = ids
-                    .into_iter()
-                    .map(|id| (id, self.cgroup_label(id)))
-                    .collect();
-                SyscallView {
-                    totals,
-                    counters,
-                    names,
-                }
-            }
-            Err(e) => {
-                tracing::warn!("reading syscall statistics: {e}");
-                SyscallView::default()
-            }
+    fn node_view(&mut self) -> NodeView {
+        let (totals, counters) = self.syscalls.totals().unwrap_or_else(|e| {
+            tracing::warn!("reading syscall statistics: {e}");
+            Default::default()
+        });
+        let (traffic, net_counters) = self.syscalls.traffic().unwrap_or_else(|e| {
+            tracing::warn!("reading TCP statistics: {e}");
+            Default::default()
+        });
+        let tcp = self.tcp.by_cgroup().clone();
+        let ids: HashSet<u64> = totals
+            .keys()
+            .map(|(id, _)| *id)
+            .chain(tcp.keys().copied())
+            .chain(traffic.iter().map(|t| t.cgroup_id))
+            .collect();
+        let names = ids
+            .into_iter()
+            .map(|id| (id, self.cgroup_label(id)))
+            .collect();
+        NodeView {
+            totals,
+            counters,
+            tcp,
+            traffic,
+            net_counters,
+            names,
         }
     }
 
@@ -472,66 +492,4 @@ impl Node {
         }
         self.publish_sandboxes();
     }
-}
-
-fn pin_list() -> Vec<u64> {
-    fs::read_to_string(PIN_LIST)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn write_pin_list(ids: &[u64]) {
-    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    let path = Path::new(PIN_LIST);
-    if let Some(dir) = path.parent() {
-        let _ = fs::create_dir_all(dir);
-    }
-    if let Err(e) = fs::write(path, text) {
-        tracing::warn!("cannot write {PIN_LIST}: {e}");
-    }
-}
-
-fn remember_pin(id: u64) {
-    let mut ids = pin_list();
-    if !ids.contains(&id) {
-        ids.push(id);
-        write_pin_list(&ids);
-    }
-}
-
-fn forget_pin(id: u64) {
-    let mut ids = pin_list();
-    ids.retain(|&i| i != id);
-    write_pin_list(&ids);
-}
-
-/// `--cleanup`: detaches every attachment the daemon pinned and removes its pins; returns the
-/// cgroup ids detached.
-pub fn cleanup() -> Result<Vec<u64>, guard_probes::GuardAttachError> {
-    let mut done = Vec::new();
-    for id in pin_list() {
-        if guard_probes::detach(id)? {
-            done.push(id);
-        }
-        forget_pin(id);
-    }
-    Ok(done)
-}
-
-/// Removes the pins of attachments the daemon made whose cgroup no longer exists (removed while
-/// the daemon was down); returns how many.
-pub fn remove_stale_pins() -> usize {
-    let live: HashSet<u64> = CgroupNames::all_ids();
-    let mut removed = 0;
-    for id in pin_list() {
-        if !live.contains(&id) {
-            if guard_probes::detach(id).is_ok() {
-                removed += 1;
-            }
-            forget_pin(id);
-        }
-    }
-    removed
 }

@@ -10,6 +10,7 @@ use super::{
     Shared,
     cpu::{CpuRequest, CpuTotals, WindowFlame},
     http::{Body, cpu_totals, respond, syscall_view},
+    node::NodeView,
 };
 use crate::syscalls::syscall_name;
 
@@ -86,7 +87,9 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
             escape(&name)
         );
     }
-    html.push_str("</table></div>");
+    html.push_str("</table></div><div>");
+    tcp_table(&mut html, &view);
+    html.push_str("</div>");
     {
         let board = shared.board.lock().unwrap();
         html.push_str("<div><h2>Guarded sandboxes</h2><table id=\"sandboxes\"><tr><th>cgroup</th><th>glob</th><th>guard</th><th>violations</th></tr>");
@@ -149,6 +152,35 @@ fn hot_rows(html: &mut String, hot: &[(String, f64)]) {
             escape(name)
         );
     }
+}
+
+/// TCP by cgroup: connects, failures, mean connect latency, retransmits.
+fn tcp_table(html: &mut String, view: &NodeView) {
+    html.push_str(
+        "<h2>TCP connects by cgroup</h2><table id=\"tcp\"><tr><th>cgroup</th><th>connects</th>\
+         <th>failed</th><th>mean connect µs</th><th>retransmits</th></tr>",
+    );
+    let mut rows: Vec<_> = view.tcp.iter().collect();
+    rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.attempts()));
+    for (id, t) in rows.into_iter().take(15) {
+        let established = t.connects.get("established").copied().unwrap_or(0);
+        let name = view
+            .names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup-{id}"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.0}</td>\
+             <td class=n>{}</td></tr>",
+            escape(&name),
+            t.attempts(),
+            t.attempts() - established,
+            t.connect_ns as f64 / 1e3 / established.max(1) as f64,
+            t.retransmits
+        );
+    }
+    html.push_str("</table>");
 }
 
 /// CPU by cgroup: samples since the start, as CPU seconds.

@@ -1,6 +1,7 @@
-//! Always-on syscall statistics: the syscall tracer attached system-wide, its per-process map
-//! folded into per-(cgroup, syscall) totals, and entries of exited processes moved out of the
-//! kernel map so that it does not fill up on a busy node.
+//! The node's always-on tracers in one object: the syscall tracer attached system-wide (its
+//! per-process map folded into per-(cgroup, syscall) totals, entries of exited processes moved
+//! out of the kernel map so that it does not fill up on a busy node), the TCP tracer
+//! (`collect::net`), and the CPU sampler, whose maps go to the CPU thread.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,7 +15,12 @@ use aya::{
 use profiler_common::{LATENCY_BUCKETS, MAP_SYSCALL_STATS, SyscallConfig, SyscallKey};
 
 use crate::{
-    collect::{SampleMaps, syscalls::snapshot_syscalls},
+    collect::{
+        SampleMaps,
+        net::{NetCollector, NetOptions},
+        syscalls::snapshot_syscalls,
+    },
+    net::{CgroupTraffic, ConnEvent, NetCounters},
     probes::{self, CpuSampler, Family, MapSizes, ProbeError, SyscallTracer},
     record::{RecordTarget, Session},
     syscalls::SyscallCounters,
@@ -67,6 +73,8 @@ pub struct SyscallCollector {
     ebpf: Ebpf,
     /// What exited processes counted, moved out of the kernel map.
     retired: SyscallTotalsMap,
+    /// The TCP tracer's event stream.
+    net: NetCollector,
 }
 
 impl SyscallCollector {
@@ -78,7 +86,13 @@ impl SyscallCollector {
             sample_keys: Some(4096),
             stacks: Some(4096),
         };
-        let mut ebpf = probes::load_for(sizes, &[Family::Syscalls])?;
+        // Ring buffers are mapped (and resident) whole: the daemon reads them every 50 ms, a
+        // fraction of the size a one-off trace uses is plenty.
+        let rings = [
+            (profiler_common::MAP_NET_EVENTS, 256 << 10),
+            (profiler_common::MAP_SYSCALL_EVENTS, 64 << 10),
+        ];
+        let mut ebpf = probes::load_tuned(sizes, &[Family::Syscalls, Family::Net], &rings)?;
         let mut session = Session::prepare(&RecordTarget::All)?;
         session.apply(&mut ebpf)?;
         let config = SyscallConfig {
@@ -87,6 +101,7 @@ impl SyscallCollector {
             _pad: 0,
         };
         SyscallTracer::attach(&mut ebpf, config)?;
+        let net = NetCollector::attach(&mut ebpf, NetOptions { events: true })?;
         let samples = if cpu_hz > 0 {
             CpuSampler::attach(&mut ebpf, cpu_hz)?;
             Some(SampleMaps::take_from(&mut ebpf)?)
@@ -98,6 +113,7 @@ impl SyscallCollector {
             Self {
                 ebpf,
                 retired: HashMap::new(),
+                net,
             },
             samples,
         ))
@@ -112,6 +128,19 @@ impl SyscallCollector {
                 Some((name.to_owned(), info.id()))
             })
             .collect()
+    }
+
+    /// The TCP events since the previous call.
+    pub fn net_events(&mut self) -> Vec<ConnEvent> {
+        self.net.drain()
+    }
+
+    /// IP traffic per cgroup since the start, and the network tracer's loss counters.
+    pub fn traffic(&self) -> Result<(Vec<CgroupTraffic>, NetCounters), ProbeError> {
+        Ok((
+            self.net.traffic(&self.ebpf)?,
+            self.net.counters(&self.ebpf)?,
+        ))
     }
 
     /// Totals per (cgroup, syscall) since the daemon started, and the tracer's loss counters.

@@ -302,7 +302,7 @@ fn comm(raw: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use profiler_common::{AF_INET, CONN_TARGETED, TASK_COMM_LEN};
 
     use super::*;

@@ -84,6 +84,16 @@ pub fn load(sizes: MapSizes) -> Result<Ebpf, ProbeError> {
 /// Loads the embedded object after checking privileges and kernel features; the maps of
 /// families not in `families` are created at their minimum size (their programs stay unused).
 pub fn load_for(sizes: MapSizes, families: &[Family]) -> Result<Ebpf, ProbeError> {
+    load_tuned(sizes, families, &[])
+}
+
+/// [`load_for`] with other capacities for some maps (`(name, max_entries)`; for a ring buffer,
+/// its size in bytes): a long-running reader (the daemon) keeps its ring buffers small.
+pub fn load_tuned(
+    sizes: MapSizes,
+    families: &[Family],
+    max_entries: &[(&str, u32)],
+) -> Result<Ebpf, ProbeError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
     }
@@ -112,6 +122,9 @@ pub fn load_for(sizes: MapSizes, families: &[Family]) -> Result<Ebpf, ProbeError
         if !families.contains(&family) {
             loader.map_max_entries(map, minimum);
         }
+    }
+    for (map, n) in max_entries {
+        loader.map_max_entries(map, *n);
     }
     loader.load(EBPF_OBJECT).map_err(ProbeError::Load)
 }
