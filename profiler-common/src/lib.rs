@@ -6,6 +6,7 @@
 
 pub mod guard;
 pub mod guard_run;
+pub mod lifecycle;
 pub mod net;
 pub mod offcpu;
 pub mod sample;
@@ -13,6 +14,7 @@ pub mod syscalls;
 
 pub use guard::*;
 pub use guard_run::*;
+pub use lifecycle::*;
 pub use net::*;
 pub use offcpu::*;
 pub use sample::*;

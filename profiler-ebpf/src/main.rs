@@ -56,6 +56,22 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     }
 }
 
+/// `sched/sched_process_exec`: counts execs per cgroup.
+#[tracepoint]
+pub fn proc_exec(ctx: TracePointContext) -> u32 {
+    match lifecycle::try_exec(&ctx) {
+        Ok(_) | Err(_) => 0,
+    }
+}
+
+/// `sched/sched_process_exit`: counts process exits per cgroup, with the latest wait status.
+#[tracepoint]
+pub fn proc_exit(ctx: TracePointContext) -> u32 {
+    match lifecycle::try_exit(&ctx) {
+        Ok(_) | Err(_) => 0,
+    }
+}
+
 /// Raw tracepoint `sys_enter`: stamps the entry time of a targeted thread's call.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {

@@ -7,10 +7,10 @@ use aya_ebpf::{
 use profiler_common::{
     DEFAULT_OFFCPU_KEYS, DEFAULT_SAMPLE_KEYS, DEFAULT_STACKS, DEFAULT_SYSCALL_ERRNO_KEYS,
     DEFAULT_SYSCALL_KEYS, GUARD_EVENTS_BYTES, GuardAllowKey, GuardPolicy, InflightSyscall,
-    MAX_GUARD_ALLOW, MAX_GUARD_POLICIES, MAX_INFLIGHT, MAX_OFFCPU_BLOCKED, MAX_TARGET_CGROUPS,
-    MAX_TARGET_TGIDS, OFFCPU_STATS_LEN, OffCpuConfig, OffCpuStart, SAMPLE_STATS_LEN,
-    SYSCALL_COUNTERS_LEN, SYSCALL_EVENTS_BYTES, SampleKey, SyscallConfig, SyscallErrnoKey,
-    SyscallKey, SyscallStats, TargetFilter,
+    MAX_GUARD_ALLOW, MAX_GUARD_POLICIES, MAX_INFLIGHT, MAX_OFFCPU_BLOCKED, MAX_PROC_CGROUPS,
+    MAX_TARGET_CGROUPS, MAX_TARGET_TGIDS, OFFCPU_STATS_LEN, OffCpuConfig, OffCpuStart, ProcCounts,
+    SAMPLE_STATS_LEN, SYSCALL_COUNTERS_LEN, SYSCALL_EVENTS_BYTES, SampleKey, SyscallConfig,
+    SyscallErrnoKey, SyscallKey, SyscallStats, TargetFilter,
 };
 
 /// CPU sample counts per (cgroup, tgid, comm, user stack, kernel stack).
@@ -25,6 +25,11 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACKS, 0);
 /// Sampling counters, indexed by `SampleStat`.
 #[map(name = "SAMPLE_STATS")]
 pub static SAMPLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SAMPLE_STATS_LEN, 0);
+
+/// Execs and process exits per cgroup id.
+#[map(name = "PROC_COUNTS")]
+pub static PROC_COUNTS: PerCpuHashMap<u64, ProcCounts> =
+    PerCpuHashMap::with_max_entries(MAX_PROC_CGROUPS, 0);
 
 /// Targeted thread groups.
 #[map(name = "TARGET_TGIDS")]

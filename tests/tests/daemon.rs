@@ -16,7 +16,9 @@ use daemon_support::{
     Daemon, GuardPins, Prometheus, connect_is_denied, exposed_names, http_get_with, judge_policy,
     output_dir, pin_dir, pinned_files, sample, wait_for,
 };
-use flamewarden_tests::{Workload, require_bpf, require_cgroup, require_tool, workspace_root};
+use flamewarden_tests::{
+    Workload, require_bpf, require_cgroup, require_tool, sandbox::Sandbox, workspace_root,
+};
 use sys_support::SysWorkload;
 
 const GETPPID_CALLS: u64 = 12_345;
@@ -142,8 +144,21 @@ fn always_on_window_and_on_demand_pprof_show_the_hot_function() {
             .stdout(Stdio::null()),
         "cpu_mix",
     );
-    // Nothing asks for a profile: the always-on sampler (19 Hz) sees it anyway.
-    std::thread::sleep(Duration::from_secs(3));
+    // Nothing asks for a profile: the always-on sampler (19 Hz) sees it anyway. Meanwhile a
+    // sandbox run reports its verdict to the daemon.
+    let started = Instant::now();
+    let run = Sandbox::new(&judge_policy()).run(&Workload::CpuMix.path(), &["1".into()]);
+    let status = run.verdict.status().to_owned();
+    let reported = wait_for(Duration::from_secs(5), || {
+        let list = daemon.get("/api/v1/sandboxes").text();
+        list.contains("judge.toml").then_some(list)
+    });
+    assert!(
+        reported.is_some(),
+        "verdict not reported:\n{}",
+        daemon.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
 
     // The web page shows it; headless Chromium renders it and takes a screenshot.
     let url = format!("http://127.0.0.1:{}/", daemon.port);
@@ -172,6 +187,15 @@ fn always_on_window_and_on_demand_pprof_show_the_hot_function() {
     assert!(dom.contains("Top syscalls"), "DOM:\n{dom}");
     assert!(dom.contains("CPU by cgroup"), "DOM:\n{dom}");
     assert!(!dom.contains("Latest on-demand profile"), "DOM:\n{dom}");
+    let verdicts = dom
+        .split("<table id=\"recent-verdicts\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    assert!(
+        verdicts.contains("judge.toml") && verdicts.contains(&format!("<td>{status}</td>")),
+        "verdict {status} not in the DOM:\n{dom}"
+    );
     let screenshot = output_dir().join("daemon-overview.png");
     let _ = fs::remove_file(&screenshot);
     chromium(&format!("--screenshot={}", screenshot.display()));

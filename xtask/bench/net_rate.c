@@ -4,7 +4,9 @@
  *   net_rate connect PORT SECONDS  connections one after another for SECONDS: connect, write 64
  *                                  bytes, read the 64-byte answer and EOF, close; prints
  *                                  `conns_per_sec=`
- *   net_rate bulk PORT MIB         one connection writing MIB MiB; prints `mib_per_sec=`
+ *   net_rate bulk PORT SECONDS     one connection writing 1 MiB blocks for SECONDS; prints
+ *                                  `mib_per_sec=` (a fixed time, not a fixed size: a short
+ *                                  transfer is mostly scheduling noise)
  * Servers print `ready` once listening. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -64,7 +66,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc == 3 && strcmp(argv[1], "serve") == 0) serve(argv[2]);
     if (argc != 4) {
-        fprintf(stderr, "usage: net_rate serve PORT | connect PORT SECONDS | bulk PORT MIB\n");
+        fprintf(stderr, "usage: net_rate serve PORT | connect PORT SECONDS | bulk PORT SECONDS\n");
         return 2;
     }
     struct sockaddr_in a = loopback(argv[2]);
@@ -87,14 +89,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "bulk") == 0) {
-        long mib = atol(argv[3]);
+        double seconds = atof(argv[3]);
+        long mib = 0;
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
             perror("connect");
             return 1;
         }
         double start = now();
-        for (long i = 0; i < mib; i++) {
+        for (; now() - start < seconds; mib++) {
             long left = sizeof buffer;
             while (left > 0) {
                 ssize_t w = write(fd, buffer, (size_t)left);

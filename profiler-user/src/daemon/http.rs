@@ -3,7 +3,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Incoming,
@@ -16,15 +16,16 @@ use tokio::net::TcpListener;
 
 use super::{
     Shared,
+    board::LiveEvent,
     cpu::{CpuRequest, CpuTotals},
-    metrics::{CpuExposition, Exposition, render, top_cgroups},
+    metrics::{CpuExposition, Exposition, render, top_cgroups, top_processes},
     node::NodeRequest,
-    own, page, profile,
+    own, page, profile, stream,
     tcp_metrics::TcpExposition,
 };
 
-/// A response body.
-pub type Body = Full<Bytes>;
+/// A response body: whole, or streamed (server-sent events).
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// A response with `status`, `content_type` and `body`.
 pub fn respond(
@@ -32,7 +33,7 @@ pub fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -117,16 +118,29 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_owned();
     match path.as_str() {
         "/metrics" => metrics(shared).await,
+        "/api/v1/events"
+            if stream::wants_stream(
+                req.headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+                &query,
+            ) =>
+        {
+            stream::respond(shared)
+        }
         "/api/v1/events" => {
             let board = shared.board.lock().unwrap();
-            let events: Vec<_> = board.recent.iter().collect();
+            let events: Vec<&LiveEvent> = board.recent.iter().map(|e| &**e).collect();
             let text = serde_json::to_string_pretty(&events).unwrap_or_else(|_| "[]".into());
             respond(StatusCode::OK, "application/json", text)
         }
         "/api/v1/sandboxes" => {
             let board = shared.board.lock().unwrap();
-            let text =
-                serde_json::to_string_pretty(&board.sandboxes).unwrap_or_else(|_| "[]".into());
+            let body = serde_json::json!({
+                "guarded": &board.sandboxes,
+                "verdicts": &board.recent_verdicts,
+            });
+            let text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
             respond(StatusCode::OK, "application/json", text)
         }
         "/api/v1/profile" => profile::handle(shared, &query).await,
@@ -175,6 +189,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
     let mut exposition = Exposition {
         syscalls: top_cgroups(&view, config.top_cgroups),
         tcp: TcpExposition::new(&view, config.top_cgroups),
+        processes: top_processes(&view, config.top_cgroups),
         cpu: cpu
             .map(|c| CpuExposition::new(&c, &view.names, config.top_cgroups))
             .unwrap_or_default(),
@@ -193,6 +208,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
         exposition.guard_events_lost = board.events_lost;
         exposition.sandboxes = board.sandboxes.len() as u64;
         exposition.guard_attach_errors = board.attach_errors;
+        exposition.verdicts = board.verdicts.clone();
     }
     respond(
         StatusCode::OK,

@@ -78,6 +78,10 @@ pub struct Exposition {
     pub cpu: CpuExposition,
     /// TCP per cgroup.
     pub tcp: TcpExposition,
+    /// Execs and exits per cgroup label.
+    pub processes: BTreeMap<String, (u64, u64)>,
+    /// Sandbox verdicts by status.
+    pub verdicts: BTreeMap<String, u64>,
     /// Syscall events lost and map-full counts.
     pub syscall_events_lost: u64,
     /// Syscall statistics not recorded because the map was full.
@@ -123,6 +127,23 @@ pub fn top_labels(
 /// The label of `id` among `top`.
 pub fn label_of(top: &HashMap<u64, String>, id: u64) -> String {
     top.get(&id).cloned().unwrap_or_else(|| OTHER.to_owned())
+}
+
+/// Execs and exits per cgroup label, the top `top_n` cgroups by both.
+pub fn top_processes(view: &NodeView, top_n: usize) -> BTreeMap<String, (u64, u64)> {
+    let weights: HashMap<u64, u64> = view
+        .procs
+        .iter()
+        .map(|(id, t)| (*id, t.execs + t.exits))
+        .collect();
+    let top = top_labels(&weights, &view.names, top_n);
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (id, t) in &view.procs {
+        let entry = out.entry(label_of(&top, *id)).or_default();
+        entry.0 += t.execs;
+        entry.1 += t.exits;
+    }
+    out
 }
 
 /// Folds the per-cgroup totals into the top `top_n` cgroups by call count (labelled by path)
@@ -269,6 +290,36 @@ impl Collector for Exposition {
             ],
         )?;
         self.tcp.encode(&mut e)?;
+        let procs = |f: fn(&(u64, u64)) -> u64| -> Vec<(Labels, f64)> {
+            self.processes
+                .iter()
+                .map(|(c, n)| (vec![("cgroup".to_owned(), c.clone())], f(n) as f64))
+                .collect()
+        };
+        counter(
+            &mut e,
+            "flamewarden_process_execs",
+            "Successful execs per cgroup (top N, then `other`).",
+            &procs(|n| n.0),
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_process_exits",
+            "Processes that ended, per cgroup (top N, then `other`).",
+            &procs(|n| n.1),
+        )?;
+        let verdicts: Vec<(Labels, f64)> = self
+            .verdicts
+            .iter()
+            .map(|(status, n)| (vec![("status".to_owned(), status.clone())], *n as f64))
+            .collect();
+        counter(
+            &mut e,
+            "flamewarden_sandbox_verdicts",
+            "Sandbox verdicts by status: reported by `flamewarden sandbox run` and derived for \
+             discovered sandboxes when their cgroup is removed.",
+            &verdicts,
+        )?;
         let violations: Vec<(Labels, f64)> = self
             .violations
             .iter()

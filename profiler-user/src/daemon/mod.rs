@@ -4,9 +4,11 @@
 //! SIGTERM / SIGINT. Guard attachments are pinned: they keep enforcing while the daemon is down
 //! and are adopted when it comes back.
 
+pub mod board;
 pub mod config;
 pub mod cpu;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod node;
@@ -15,9 +17,12 @@ pub mod page;
 pub mod pins;
 pub mod profile;
 pub mod rolling;
+pub mod stream;
 pub mod syscalls;
 pub mod tcp;
 pub mod tcp_metrics;
+pub mod verdicts;
+pub mod watch;
 
 use std::{
     fs,
@@ -30,8 +35,9 @@ use std::{
     time::Duration,
 };
 
+use board::GuardBoard;
 use config::{ConfigError, DaemonConfig, Overrides};
-use node::{GuardBoard, Node, NodeRequest};
+use node::{Node, NodeRequest};
 
 /// The latest on-demand profile, for the web page.
 #[derive(Clone, Debug)]
@@ -124,8 +130,9 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
     }
     let _bpf_stats = own::enable_bpf_stats();
     let board = Arc::new(Mutex::new(GuardBoard::default()));
-    let (node, samples) =
-        Node::start(Arc::clone(&config), Arc::clone(&board)).map_err(DaemonError::Collector)?;
+    let (tx, rx) = mpsc::channel();
+    let (node, samples) = Node::start(Arc::clone(&config), Arc::clone(&board), tx.clone())
+        .map_err(DaemonError::Collector)?;
     let own_ids = node.program_ids();
     let cpu = match samples {
         Some(maps) => {
@@ -144,7 +151,6 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
     // Loading parsed the kernel's BTF and verified programs: give that memory back.
     // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
     unsafe { libc::malloc_trim(0) };
-    let (tx, rx) = mpsc::channel();
     let node_thread = std::thread::Builder::new()
         .name("flamewarden-node".into())
         .spawn(move || node.run(rx))
@@ -179,8 +185,9 @@ pub fn run(config_file: Option<PathBuf>, overrides: Overrides) -> Result<(), Dae
         overrides,
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    // Closing the channel ends the node thread; dropping its objects detaches the syscall
-    // tracer. The guard's pinned links stay and keep enforcing.
+    // Ending the node thread drops its objects, which detaches the tracers. The guard's pinned
+    // links stay and keep enforcing.
+    let _ = shared.node.send(NodeRequest::Stop);
     drop(shared);
     let _ = node_thread.join();
     tracing::info!("stopped");

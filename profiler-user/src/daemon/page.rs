@@ -8,6 +8,7 @@ use hyper::{Response, StatusCode};
 
 use super::{
     Shared,
+    board::LiveEvent,
     cpu::{CpuRequest, CpuTotals, WindowFlame},
     http::{Body, cpu_totals, respond, syscall_view},
     node::NodeView,
@@ -103,6 +104,14 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
                 s.violations
             );
         }
+        html.push_str("</table></div><div><h2>Sandbox verdicts</h2><table id=\"verdicts\"><tr><th>status</th><th>count</th></tr>");
+        for (status, n) in &board.verdicts {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td class=n>{n}</td></tr>",
+                escape(status)
+            );
+        }
         html.push_str("</table></div><div><h2>Violations</h2><table id=\"violations\"><tr><th>rule</th><th>action</th><th>count</th></tr>");
         for ((rule, action), n) in &board.violations {
             let _ = write!(
@@ -113,7 +122,11 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
             );
         }
         html.push_str("</table></div></div><h2>Latest violations</h2><table id=\"events\"><tr><th>cgroup</th><th>pid</th><th>comm</th><th>call</th><th>rule</th><th>action</th><th>argument</th></tr>");
-        for r in board.recent.iter().rev().take(20) {
+        let violations = board.recent.iter().rev().filter_map(|e| match &**e {
+            LiveEvent::Violation(r) => Some(r),
+            _ => None,
+        });
+        for r in violations.take(20) {
             let v = &r.violation;
             let _ = write!(
                 html,
@@ -125,6 +138,24 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
                 v.rule,
                 v.action,
                 escape(&v.argument)
+            );
+        }
+        html.push_str("</table><h2>Latest sandbox verdicts</h2><table id=\"recent-verdicts\"><tr><th>source</th><th>sandbox or policy</th><th>status</th><th>exit</th><th>signal</th><th>wall ms</th><th>violations</th></tr>");
+        for v in board.recent_verdicts.iter().rev().take(20) {
+            let opt = |x: Option<i32>| x.map(|x| x.to_string()).unwrap_or_default();
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
+                 <td class=n>{}</td><td class=n>{}</td></tr>",
+                escape(&v.source),
+                escape(&v.what),
+                escape(&v.status),
+                opt(v.exit_code),
+                opt(v.signal),
+                v.wall_time_ms
+                    .map(|t| format!("{t:.1}"))
+                    .unwrap_or_default(),
+                v.violations
             );
         }
         html.push_str("</table>");

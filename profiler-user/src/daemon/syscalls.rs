@@ -21,7 +21,7 @@ use crate::{
         syscalls::snapshot_syscalls,
     },
     net::{CgroupTraffic, ConnEvent, NetCounters},
-    probes::{self, CpuSampler, Family, MapSizes, ProbeError, SyscallTracer},
+    probes::{self, CpuSampler, Family, MapSizes, ProbeError, ProcessCounter, SyscallTracer},
     record::{RecordTarget, Session},
     syscalls::SyscallCounters,
 };
@@ -92,7 +92,8 @@ impl SyscallCollector {
             (profiler_common::MAP_NET_EVENTS, 256 << 10),
             (profiler_common::MAP_SYSCALL_EVENTS, 64 << 10),
         ];
-        let mut ebpf = probes::load_tuned(sizes, &[Family::Syscalls, Family::Net], &rings)?;
+        let families = [Family::Syscalls, Family::Net, Family::Lifecycle];
+        let mut ebpf = probes::load_tuned(sizes, &families, &rings)?;
         let mut session = Session::prepare(&RecordTarget::All)?;
         session.apply(&mut ebpf)?;
         let config = SyscallConfig {
@@ -102,6 +103,7 @@ impl SyscallCollector {
         };
         SyscallTracer::attach(&mut ebpf, config)?;
         let net = NetCollector::attach(&mut ebpf, NetOptions { events: true })?;
+        ProcessCounter::attach(&mut ebpf)?;
         let samples = if cpu_hz > 0 {
             CpuSampler::attach(&mut ebpf, cpu_hz)?;
             Some(SampleMaps::take_from(&mut ebpf)?)
@@ -128,6 +130,11 @@ impl SyscallCollector {
                 Some((name.to_owned(), info.id()))
             })
             .collect()
+    }
+
+    /// The loaded object, for the readers of its other maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The TCP events since the previous call.

@@ -18,7 +18,7 @@ use aya::{Ebpf, EbpfLoader};
 
 pub use cpu::CpuSampler;
 pub use error::ProbeError;
-pub use lifecycle::ForkFollower;
+pub use lifecycle::{ForkFollower, ProcessCounter};
 pub use net::NetTracer;
 pub use offcpu::OffCpuTracer;
 pub use syscalls::SyscallTracer;
@@ -47,11 +47,13 @@ pub enum Family {
     Guard,
     /// TCP connections and per-cgroup traffic.
     Net,
+    /// Exec and exit counts per cgroup.
+    Lifecycle,
 }
 
 /// Maps of a family shrunk to the smallest size the kernel accepts when the family is unused:
 /// creating (and freeing) large preallocated maps is most of a short recording's set-up time.
-const FAMILY_MAPS: [(Family, &str, u32); 21] = [
+const FAMILY_MAPS: [(Family, &str, u32); 22] = [
     (Family::Syscalls, profiler_common::MAP_SYSCALL_STATS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_ERRNOS, 1),
     (Family::Syscalls, profiler_common::MAP_SYSCALL_INFLIGHT, 1),
@@ -74,6 +76,7 @@ const FAMILY_MAPS: [(Family, &str, u32); 21] = [
     (Family::Net, profiler_common::MAP_NET_CONNS, 1),
     (Family::Net, profiler_common::MAP_NET_TRAFFIC, 1),
     (Family::Net, profiler_common::MAP_NET_EVENTS, 4096),
+    (Family::Lifecycle, profiler_common::MAP_PROC_COUNTS, 1),
 ];
 
 /// Loads the embedded object with every family's maps at full size.
@@ -112,6 +115,24 @@ pub fn load_tuned(
         profiler_common::NetLayout::UNSET
     };
     loader.override_global(profiler_common::GLOBAL_NET_LAYOUT, &net_layout, true);
+    // 0 and u32::MAX: unknown (the programs are unused without the family).
+    let (mut exit_code, mut group_dead) = (0u32, u32::MAX);
+    if families.contains(&Family::Lifecycle) {
+        exit_code = net_layout::task_exit_code_offset()?;
+        // Older kernels have no `group_dead`: a thread group leader's exit counts then.
+        group_dead =
+            tracefs::field_offset("sched", "sched_process_exit", "group_dead").unwrap_or(u32::MAX);
+    }
+    loader.override_global(
+        profiler_common::GLOBAL_TASK_EXIT_CODE_OFFSET,
+        &exit_code,
+        true,
+    );
+    loader.override_global(
+        profiler_common::GLOBAL_EXIT_GROUP_DEAD_OFFSET,
+        &group_dead,
+        true,
+    );
     if let Some(n) = sizes.sample_keys {
         loader.map_max_entries(profiler_common::MAP_SAMPLE_COUNTS, n);
     }

@@ -313,6 +313,16 @@ impl Layout<'_> {
     }
 }
 
+/// Offset of `exit_code` in `struct task_struct`, from [`VMLINUX_BTF`]: the process lifecycle
+/// counters read the wait status of an exiting process there.
+pub fn task_exit_code_offset() -> Result<u32, ProbeError> {
+    let path = Path::new(VMLINUX_BTF);
+    let btf = Btf::from_file(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let layout = Layout { btf: &btf };
+    let task = layout.find_struct("task_struct")?;
+    layout.offset(&task, "task_struct", &["exit_code"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,77 +8,37 @@
 //! attachment would spend about a second in the verifier.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
-
 use super::{
+    board::{GuardBoard, LiveEvent, SandboxStatus, ViolationRecord},
     config::{DaemonConfig, SandboxGlob, wildcard_match},
+    lifecycle::{ProcStats, ProcTotals},
     names::CgroupNames,
     pins::{forget_pin, remember_pin},
     syscalls::{REMOVED_CGROUPS, SyscallCollector, SyscallTotalsMap},
     tcp::{TcpStats, TcpTotals},
+    verdicts::{VERDICT_SOCKET, VerdictListener},
+    watch::{WatchId, Watcher},
 };
 use crate::{
-    collect::{
-        SampleMaps,
-        guard::{GuardEventReader, Violation},
-    },
+    collect::{SampleMaps, guard::GuardEventReader},
     guard::attach,
     net::{CgroupTraffic, NetCounters},
+    policy::Mode,
     probes::guard::{self as guard_probes, AttachOutcome, GuardMaps},
     syscalls::SyscallCounters,
 };
 
+mod ends;
+
 /// How often exited processes are moved out of the syscall map.
 const RETIRE_EVERY: Duration = Duration::from_secs(10);
-
-/// A violation as served by `/api/v1/events`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ViolationRecord {
-    /// Wall-clock time it was read, ms since the epoch.
-    pub unix_ms: u64,
-    /// The sandbox cgroup's path.
-    pub cgroup: String,
-    /// The violation.
-    #[serde(flatten)]
-    pub violation: Violation,
-}
-
-/// A guarded sandbox.
-#[derive(Clone, Debug, Serialize)]
-pub struct SandboxStatus {
-    /// Its cgroup directory.
-    pub path: PathBuf,
-    /// Its cgroup id.
-    pub cgroup_id: u64,
-    /// The glob that matched it.
-    pub glob: String,
-    /// `attached` or `adopted`.
-    pub guard: &'static str,
-    /// Violations read since the daemon started.
-    pub violations: u64,
-}
-
-/// What the guard side has seen, shared with the HTTP side.
-#[derive(Debug, Default)]
-pub struct GuardBoard {
-    /// Violations by (rule, action).
-    pub violations: BTreeMap<(String, String), u64>,
-    /// The latest violations, oldest first.
-    pub recent: VecDeque<ViolationRecord>,
-    /// Events dropped by the kernel, over all attachments the daemon read.
-    pub events_lost: u64,
-    /// Failed attaches and detaches.
-    pub attach_errors: u64,
-    /// The guarded sandboxes.
-    pub sandboxes: Vec<SandboxStatus>,
-}
 
 /// A snapshot of the node's statistics for `/metrics` and the page.
 #[derive(Debug, Default)]
@@ -93,6 +53,8 @@ pub struct NodeView {
     pub traffic: Vec<CgroupTraffic>,
     /// The network tracer's loss counters.
     pub net_counters: NetCounters,
+    /// Execs and exits per cgroup id.
+    pub procs: HashMap<u64, ProcTotals>,
     /// cgroup id → path.
     pub names: HashMap<u64, String>,
 }
@@ -103,6 +65,10 @@ pub enum NodeRequest {
     Syscalls(Vec<u64>, tokio::sync::oneshot::Sender<NodeView>),
     /// Use this configuration from now on.
     Reload(Arc<DaemonConfig>),
+    /// These inotify watches fired.
+    Changed(Vec<WatchId>),
+    /// End the thread (the watcher holds a sender, so the channel never closes by itself).
+    Stop,
 }
 
 /// A sandbox the daemon guards: a policy entry for its cgroup id in its parent's attachment.
@@ -111,6 +77,11 @@ struct Guarded {
     glob: String,
     parent: PathBuf,
     violations: u64,
+    enforce: bool,
+    /// `pids.events` max and `memory.events` oom_kill, as last read.
+    pids_max_hits: u64,
+    oom_kills: u64,
+    watches: Vec<WatchId>,
 }
 
 /// The guard attached to the parent directory of a glob: its programs cover every cgroup
@@ -135,6 +106,11 @@ pub struct Node {
     guarded: HashMap<u64, Guarded>,
     names: CgroupNames,
     tcp: TcpStats,
+    procs: ProcStats,
+    watcher: Option<Watcher>,
+    parent_watches: HashMap<PathBuf, WatchId>,
+    file_watches: HashMap<WatchId, u64>,
+    verdicts: Option<VerdictListener>,
     board: Arc<Mutex<GuardBoard>>,
     lost_of_removed: u64,
     last_retire: Instant,
@@ -143,11 +119,19 @@ pub struct Node {
 impl Node {
     /// Starts the syscall tracer and the CPU sampler (whose maps it returns, for the CPU
     /// thread) and guards the sandboxes that exist already.
+    /// `wake` is the node's own request channel: inotify events arrive through it.
     pub fn start(
         config: Arc<DaemonConfig>,
         board: Arc<Mutex<GuardBoard>>,
+        wake: mpsc::Sender<NodeRequest>,
     ) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
         let (syscalls, samples) = SyscallCollector::start(config.cpu_sampling_hz)?;
+        let watcher = Watcher::start(wake, NodeRequest::Changed)
+            .inspect_err(|e| tracing::warn!("inotify unavailable, discovery polls only: {e}"))
+            .ok();
+        let verdicts = VerdictListener::bind()
+            .inspect_err(|e| tracing::warn!("cannot receive verdicts on {VERDICT_SOCKET}: {e}"))
+            .ok();
         let mut node = Self {
             config,
             syscalls,
@@ -156,6 +140,11 @@ impl Node {
             guarded: HashMap::new(),
             names: CgroupNames::default(),
             tcp: TcpStats::default(),
+            procs: ProcStats::default(),
+            watcher,
+            parent_watches: HashMap::new(),
+            file_watches: HashMap::new(),
+            verdicts,
             board,
             lost_of_removed: 0,
             last_retire: Instant::now(),
@@ -191,11 +180,20 @@ impl Node {
                     self.reapply_policies();
                     tracing::info!("configuration reloaded");
                 }
+                Ok(NodeRequest::Changed(ids)) => {
+                    for id in ids {
+                        if let Some(&cgroup) = self.file_watches.get(&id) {
+                            self.read_sandbox_events(cgroup);
+                        }
+                    }
+                }
+                Ok(NodeRequest::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            self.discover();
+            // Violations first: a sandbox that is gone gets a verdict that counts them.
             self.drain_events();
+            self.discover();
+            self.receive_verdicts();
             for event in self.syscalls.net_events() {
                 self.tcp.record(&event);
             }
@@ -207,6 +205,7 @@ impl Node {
                 let live = CgroupNames::all_ids();
                 self.syscalls.fold_removed_cgroups(&live);
                 self.tcp.fold_removed_cgroups(&live);
+                self.procs.retire_removed(self.syscalls.ebpf_mut(), &live);
                 self.names.retain(&live);
             }
         }
@@ -222,11 +221,19 @@ impl Node {
             Default::default()
         });
         let tcp = self.tcp.by_cgroup().clone();
+        let procs = self
+            .procs
+            .totals(self.syscalls.ebpf_mut())
+            .unwrap_or_else(|e| {
+                tracing::warn!("reading process counts: {e}");
+                HashMap::new()
+            });
         let ids: HashSet<u64> = totals
             .keys()
             .map(|(id, _)| *id)
             .chain(tcp.keys().copied())
             .chain(traffic.iter().map(|t| t.cgroup_id))
+            .chain(procs.keys().copied())
             .collect();
         let names = ids
             .into_iter()
@@ -238,6 +245,7 @@ impl Node {
             tcp,
             traffic,
             net_counters,
+            procs,
             names,
         }
     }
@@ -302,6 +310,7 @@ impl Node {
             if !glob.parent.is_dir() || !self.parent_guard(&glob.parent) {
                 continue;
             }
+            self.watch_parent(&glob.parent);
             let Ok(entries) = fs::read_dir(&glob.parent) else {
                 continue;
             };
@@ -331,7 +340,17 @@ impl Node {
             {
                 tracing::warn!("removing the policy of {}: {e}", g.path.display());
             }
-            tracing::info!("sandbox {} gone", g.path.display());
+            for watch in &g.watches {
+                self.file_watches.remove(watch);
+                if let Some(w) = &self.watcher {
+                    w.unwatch(*watch);
+                }
+            }
+            if g.path.exists() {
+                tracing::info!("sandbox {} released", g.path.display());
+            } else {
+                self.sandbox_ended(id, &g);
+            }
         }
         let known: HashSet<&PathBuf> = self.guarded.values().map(|g| &g.path).collect();
         let new: Vec<(PathBuf, &SandboxGlob)> = present
@@ -355,6 +374,7 @@ impl Node {
                         path.display(),
                         glob.policy_file.display()
                     );
+                    let watches = self.watch_sandbox(id, &path);
                     self.guarded.insert(
                         id,
                         Guarded {
@@ -362,8 +382,13 @@ impl Node {
                             glob: glob.glob.clone(),
                             parent: glob.parent.clone(),
                             violations: 0,
+                            enforce: glob.policy.mode == Mode::Enforce,
+                            pids_max_hits: 0,
+                            oom_kills: 0,
+                            watches,
                         },
                     );
+                    self.read_sandbox_events(id);
                 }
                 Err(e) => self.attach_failed(&path, &e),
             }
@@ -479,15 +504,7 @@ impl Node {
         {
             let mut board = self.board.lock().unwrap();
             for record in records {
-                let key = (
-                    record.violation.rule.to_owned(),
-                    record.violation.action.to_owned(),
-                );
-                *board.violations.entry(key).or_default() += 1;
-                board.recent.push_back(record);
-            }
-            while board.recent.len() > keep {
-                board.recent.pop_front();
+                board.push(LiveEvent::Violation(record), keep);
             }
         }
         self.publish_sandboxes();
