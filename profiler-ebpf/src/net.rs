@@ -211,7 +211,7 @@ fn read_bytes(sk: u64, conn: *mut NetConn) {
 /// The words of a [`NetConn`]: copied as such, the copy stays a few stores (as bytes it would
 /// be a call to a byte-by-byte `memmove`).
 type ConnWords = [u64; size_of::<NetConn>() / 8];
-const _: () = assert!(size_of::<NetConn>() % 8 == 0 && align_of::<NetConn>() == 8);
+const _: () = assert!(size_of::<NetConn>().is_multiple_of(8) && align_of::<NetConn>() == 8);
 
 fn emit(kind: NetEventKind, sk: u64, state: u32, error: i32, conn: *const NetConn, now: u64) {
     let Some(mut entry) = NET_EVENTS.reserve::<NetEvent>(0) else {
