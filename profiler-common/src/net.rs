@@ -360,3 +360,49 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for NetTrafficSlot {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_index_gives_each_direction_and_family_its_own_entry() {
+        let mut seen = [false; 6];
+        for direction in [TRAFFIC_INGRESS, TRAFFIC_EGRESS] {
+            for family in [u32::from(AF_INET), u32::from(AF_INET6), 0] {
+                let i = traffic_index(direction, family);
+                assert!(i < 6, "index {i} outside NetTrafficSlot::traffic");
+                assert!(!seen[i], "index {i} given twice");
+                seen[i] = true;
+            }
+        }
+        assert_eq!(traffic_index(TRAFFIC_INGRESS, u32::from(AF_INET)), 0);
+        assert_eq!(traffic_index(TRAFFIC_EGRESS, u32::from(AF_INET6)), 4);
+        // Any other family shares the "other" entry of its direction.
+        assert_eq!(traffic_index(TRAFFIC_EGRESS, 17), 5);
+        assert_eq!(traffic_index(TRAFFIC_INGRESS, 1), 2);
+    }
+
+    #[test]
+    fn traffic_slots_stay_in_range_and_spread_consecutive_cgroup_ids() {
+        assert!(NET_TRAFFIC_SLOTS.is_power_of_two());
+        let mut used = [0u32; NET_TRAFFIC_SLOTS as usize];
+        // cgroup ids are inode numbers, mostly allocated one after another.
+        for id in 1000..1000 + u64::from(NET_TRAFFIC_SLOTS) {
+            let slot = traffic_slot(id);
+            assert!(slot < NET_TRAFFIC_SLOTS, "slot {slot} of cgroup {id}");
+            used[slot as usize] += 1;
+        }
+        let distinct = used.iter().filter(|&&n| n > 0).count();
+        assert!(
+            distinct * 2 > NET_TRAFFIC_SLOTS as usize,
+            "{NET_TRAFFIC_SLOTS} consecutive ids took only {distinct} slots"
+        );
+        assert!(used.iter().all(|&n| n <= 4), "a slot took more than 4 ids");
+        // Extremes stay in range too, and the mapping is a pure function of the id.
+        for id in [0, 1, u64::MAX, u64::MAX / 3] {
+            assert!(traffic_slot(id) < NET_TRAFFIC_SLOTS);
+            assert_eq!(traffic_slot(id), traffic_slot(id));
+        }
+    }
+}
