@@ -10,7 +10,7 @@ use seccompiler::BpfProgram;
 use syscalls::Errno;
 
 use super::{GuardError, landlock, seccomp};
-use crate::policy::{CompiledPolicy, Mode, SeccompLayer};
+use crate::policy::{CompiledPolicy, Mode, ResolvedPath, SeccompLayer};
 
 /// The kernel's `struct rlimit64`, as `prlimit64` takes it.
 #[repr(C)]
@@ -35,6 +35,7 @@ pub struct PreparedLayers {
     seccomp: Vec<BpfProgram>,
     rlimits: Vec<(libc::c_int, KernelRlimit)>,
     mode: Mode,
+    paths: Vec<ResolvedPath>,
 }
 
 impl PreparedLayers {
@@ -60,7 +61,13 @@ impl PreparedLayers {
             seccomp: seccomp_programs(&policy.seccomp, policy.mode)?,
             rlimits: rlimits(policy)?,
             mode: policy.mode,
+            paths,
         })
+    }
+
+    /// The policy's path rules as resolved for this run.
+    pub fn paths(&self) -> &[ResolvedPath] {
+        &self.paths
     }
 
     /// The kernel's Landlock ABI version (7 on Linux 6.15+); rights newer than the kernel's are
@@ -89,6 +96,12 @@ impl PreparedLayers {
     /// allocation or locking: safe in the child of a multi-threaded process between `fork` and
     /// `execve`. On error the process is partly restricted and should exit.
     pub fn apply_in_child(&self) -> Result<(), Errno> {
+        self.apply_before_seccomp()?;
+        self.apply_seccomp()
+    }
+
+    /// The first part of [`Self::apply_in_child`]: rlimits, `no_new_privs` and Landlock.
+    pub fn apply_before_seccomp(&self) -> Result<(), Errno> {
         for (resource, limit) in &self.rlimits {
             // SAFETY: prlimit64 on ourselves (pid 0) reads one valid `struct rlimit64` and writes
             // nothing (null old-limit pointer).
@@ -118,6 +131,12 @@ impl PreparedLayers {
                 return Err(Errno::last());
             }
         }
+        Ok(())
+    }
+
+    /// The second part of [`Self::apply_in_child`]: the seccomp filter (after
+    /// [`Self::apply_before_seccomp`], which sets `no_new_privs`).
+    pub fn apply_seccomp(&self) -> Result<(), Errno> {
         for program in &self.seccomp {
             let fprog = SockFprog {
                 len: libc::c_ushort::try_from(program.len()).map_err(|_| Errno::EINVAL)?,

@@ -87,8 +87,10 @@ pub fn build(policy: &CompiledPolicy, paths: &[ResolvedPath]) -> Result<OwnedFd,
             path: resolved.path.clone(),
             source,
         })?;
-        let is_dir = std::fs::metadata(&resolved.path).is_ok_and(|m| m.is_dir());
-        created = created.add_rule(PathBeneath::new(fd, rights(resolved.access, is_dir)))?;
+        created = created.add_rule(PathBeneath::new(
+            fd,
+            rights(resolved.access, resolved.is_dir),
+        ))?;
     }
     if layer.restrict_tcp {
         for &port in &layer.tcp_connect_ports {

@@ -21,6 +21,8 @@ pub struct ResolvedPath {
     pub path: PathBuf,
     /// The rights granted beneath it.
     pub access: FsAccess,
+    /// Whether it is a directory (when it was resolved).
+    pub is_dir: bool,
 }
 
 /// Compiles `[filesystem]`: one rule per distinct path (rights merged), denied paths checked
@@ -186,6 +188,22 @@ fn canonical(path: &Path) -> PathBuf {
     fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// [`canonical`] of a path the policy names literally (system trees, denied paths), resolved
+/// once per process: resolving costs a `readlink` per component, and every run of a batch (and
+/// the compile before the first) checks the same paths. Only the contradiction check uses it;
+/// Landlock opens every path afresh.
+fn canonical_literal(path: &Path) -> PathBuf {
+    type Memo = Option<std::collections::HashMap<PathBuf, PathBuf>>;
+    static MEMO: std::sync::Mutex<Memo> = std::sync::Mutex::new(None);
+    let mut memo = MEMO
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    memo.get_or_insert_with(Default::default)
+        .entry(path.to_path_buf())
+        .or_insert_with(|| canonical(path))
+        .clone()
+}
+
 /// A denied path may neither lie inside an allowed tree nor contain one.
 fn check_denied(
     denied: &[DeniedPath],
@@ -195,10 +213,16 @@ fn check_denied(
     // checks every denied path against every allowed one.
     let allowed: Vec<(PathBuf, &PathBuf, &PathRule)> = allowed
         .iter()
-        .map(|(path, rule)| (canonical(path), path, *rule))
+        .map(|(path, rule)| {
+            let resolved = match rule.path {
+                PathTemplate::Literal(_) => canonical_literal(path),
+                PathTemplate::Workdir(_) | PathTemplate::Command => canonical(path),
+            };
+            (resolved, path, *rule)
+        })
         .collect();
     for deny in denied {
-        let deny_path = canonical(&deny.path);
+        let deny_path = canonical_literal(&deny.path);
         for (allowed_path, path, rule) in &allowed {
             let message = if deny_path.starts_with(allowed_path) {
                 format!(
@@ -243,7 +267,12 @@ pub fn resolve(
             PathTemplate::Workdir(relative) => workdir.join(relative),
             PathTemplate::Command => command.to_path_buf(),
         };
-        let missing = !path.is_absolute() || fs::metadata(&path).is_err();
+        let meta = if path.is_absolute() {
+            fs::metadata(&path).ok()
+        } else {
+            None
+        };
+        let missing = meta.is_none();
         if missing && rule.optional {
             continue;
         }
@@ -262,6 +291,7 @@ pub fn resolve(
         resolved.push(ResolvedPath {
             path,
             access: rule.access,
+            is_dir: meta.is_some_and(|m| m.is_dir()),
         });
     }
     check_denied(denied, &origins)?;

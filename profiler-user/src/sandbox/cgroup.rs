@@ -330,8 +330,30 @@ impl RunCgroup {
     /// The `cgroup.procs` files of every hierarchy, v2 first, open for writing: a forked child
     /// moves itself in before `execve` by writing `0` to each (`write(2)` only, async-signal-safe).
     pub fn open_procs(&self) -> Result<Vec<File>, CgroupError> {
-        self.dirs
-            .iter()
+        Self::open_procs_of(&self.dirs)
+    }
+
+    /// [`Self::open_procs`] of the v1 hierarchies only (for a child created in the v2 cgroup).
+    pub fn open_v1_procs(&self) -> Result<Vec<File>, CgroupError> {
+        Self::open_procs_of(&self.dirs[1..])
+    }
+
+    /// The run's cgroup v2 directory, open: what `clone3` takes to create a process in it
+    /// (`CLONE_INTO_CGROUP`).
+    pub fn open_v2(&self) -> Result<File, CgroupError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dirs[0])
+            .map_err(|source| CgroupError::Read {
+                path: self.dirs[0].clone(),
+                source,
+            })
+    }
+
+    fn open_procs_of(dirs: &[PathBuf]) -> Result<Vec<File>, CgroupError> {
+        dirs.iter()
             .map(|dir| {
                 let path = dir.join("cgroup.procs");
                 OpenOptions::new()

@@ -1,11 +1,15 @@
-//! The run's command: forked stopped, moved into the run's cgroups by the parent, then (in the
-//! child, between fork and exec, system calls only) given its standard streams, work directory,
-//! process group and the guard's layers, and executed.
+//! The run's command: created directly in the run's cgroup v2 (`clone3` with
+//! `CLONE_INTO_CGROUP`; a plain fork that moves itself in where the kernel lacks it), then, in the
+//! child, between fork and exec and with system calls only: moved into the run's v1 cgroups,
+//! given its standard streams, work directory, process group, rlimits and Landlock ruleset, while
+//! the parent registers it; once the parent says go, seccomp and exec.
 
 use std::{
     ffi::CString,
+    fs::OpenOptions,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+    path::Path,
 };
 
 use crate::guard::{PreparedCommand, PreparedLayers};
@@ -23,7 +27,33 @@ pub struct ChildSetup<'a> {
     pub workdir: CString,
     /// Descriptors for fds 0, 1, 2 (`None`: inherited).
     pub stdio: [Option<RawFd>; 3],
+    /// The run's cgroup v2 directory, which the child is created in.
+    pub cgroup: RawFd,
+    /// The run's v2 `cgroup.procs`: where a forked child (no `clone3`) moves itself first.
+    pub v2_procs: &'a Path,
+    /// The `cgroup.procs` of each of the run's v1 cgroups, open for writing: the child moves
+    /// itself in by writing `0`.
+    pub v1_procs: &'a [RawFd],
 }
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// A forked child waiting on a pipe to go on.
 pub struct Child {
@@ -54,29 +84,61 @@ pub struct ChildError {
     pub source: io::Error,
 }
 
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 6] = [
     "reading the start signal",
     "setting up standard streams",
     "entering the work directory",
     "applying the guard layers (rlimits, Landlock, seccomp)",
     "executing the command",
+    "moving into the run's cgroups",
 ];
 
 impl Child {
-    /// Forks the child; it waits until [`Child::release`].
+    /// Creates the child in the run's cgroup; it sets itself up and waits until
+    /// [`Child::release`] before seccomp and exec.
     pub fn spawn(setup: &ChildSetup<'_>) -> io::Result<Child> {
         let (go_read, go_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
         let (go_fd, err_fd) = (go_read.as_raw_fd(), err_write.as_raw_fd());
-        // SAFETY: the child only makes system calls on memory prepared before the fork.
-        let pid = unsafe { libc::fork() };
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: setup.cgroup as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this memory and
+        // only makes system calls on memory prepared before it.
+        let mut pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::from_ref(&args),
+                size_of::<CloneArgs>(),
+            )
+        } as libc::pid_t;
+        let mut v2_procs = None;
         if pid < 0 {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            // No clone3 (ENOSYS; or a seccomp filter answering that), or no CLONE_INTO_CGROUP
+            // (E2BIG, EINVAL; before Linux 5.7): a fork that moves itself in.
+            if !matches!(
+                error.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+            ) {
+                return Err(error);
+            }
+            v2_procs = Some(OpenOptions::new().write(true).open(setup.v2_procs)?);
+            // SAFETY: the child only makes system calls on memory prepared before the fork.
+            pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         if pid == 0 {
+            let v2_procs = v2_procs.as_ref().map(AsRawFd::as_raw_fd);
             // SAFETY: this is the child; it never returns.
-            unsafe { child_main(setup, go_fd, err_fd) }
+            unsafe { child_main(setup, v2_procs, go_fd, err_fd) }
         }
+        drop(v2_procs);
         drop(go_read);
         drop(err_write);
         Ok(Child {
@@ -122,8 +184,14 @@ impl Drop for Child {
 }
 
 /// # Safety
-/// Only in the child right after fork: system calls only, no allocation.
-unsafe fn child_main(setup: &ChildSetup<'_>, go: RawFd, errors: RawFd) -> ! {
+/// Only in the child right after fork: system calls only, no allocation. `v2_procs`: the v2
+/// `cgroup.procs` to move into first, when the child was not created in the cgroup.
+unsafe fn child_main(
+    setup: &ChildSetup<'_>,
+    v2_procs: Option<RawFd>,
+    go: RawFd,
+    errors: RawFd,
+) -> ! {
     let fail = |step: i32| -> ! {
         // SAFETY: errno of this thread, and a write of 8 bytes from a valid buffer.
         unsafe {
@@ -134,9 +202,11 @@ unsafe fn child_main(setup: &ChildSetup<'_>, go: RawFd, errors: RawFd) -> ! {
     };
     // SAFETY: plain system calls on fds and strings prepared before fork.
     unsafe {
-        let mut byte = 0u8;
-        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
-            libc::_exit(SETUP_FAILED);
+        for fd in v2_procs.iter().chain(setup.v1_procs) {
+            // "0": the writing process, into the cgroup of this cgroup.procs.
+            if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(5);
+            }
         }
         // Its own process group: a terminal's Ctrl-C reaches flamewarden, which ends the run.
         libc::setpgid(0, 0);
@@ -152,7 +222,16 @@ unsafe fn child_main(setup: &ChildSetup<'_>, go: RawFd, errors: RawFd) -> ! {
         }
         // Rust ignores SIGPIPE; an ignored signal stays ignored across exec.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        if let Err(errno) = setup.layers.apply_in_child() {
+        if let Err(errno) = setup.layers.apply_before_seccomp() {
+            *libc::__errno_location() = errno.into_raw();
+            fail(3);
+        }
+        // Set up; the parent registers the pid meanwhile. Seccomp last: it may refuse `read`.
+        let mut byte = 0u8;
+        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
+            libc::_exit(SETUP_FAILED);
+        }
+        if let Err(errno) = setup.layers.apply_seccomp() {
             *libc::__errno_location() = errno.into_raw();
             fail(3);
         }

@@ -109,6 +109,26 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Where a run's time goes, logged at debug level (`--log flamewarden::sandbox=debug`): the
+/// microseconds since the run began at the end of each step.
+struct Steps {
+    since: Option<Instant>,
+}
+
+impl Steps {
+    fn start() -> Self {
+        Self {
+            since: tracing::enabled!(tracing::Level::DEBUG).then(Instant::now),
+        }
+    }
+
+    fn done(&self, step: &'static str) {
+        if let Some(since) = self.since {
+            tracing::debug!(us = since.elapsed().as_micros() as u64, "{step}");
+        }
+    }
+}
+
 /// Everything of a prepared run that must outlive the child.
 struct Prepared {
     policy: CompiledPolicy,
@@ -219,10 +239,7 @@ impl Registered {
         let entries = network_entries(&prepared.policy.network, prepared.mode, id);
         let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
         let fs = if prepared.mode == Mode::Audit {
-            let paths = prepared
-                .policy
-                .resolve_paths(&prepared.workdir, &prepared.program)?;
-            fs_allow_entries(id, &paths)
+            fs_allow_entries(id, prepared.layers.paths())
         } else {
             Vec::new()
         };
@@ -316,7 +333,9 @@ fn open_file(path: &Path, write: bool) -> Result<File, SandboxError> {
 /// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early.
 pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, SandboxError> {
     static RUNS: AtomicU32 = AtomicU32::new(0);
+    let steps = Steps::start();
     let prepared = prepare(opts)?;
+    steps.done("policy and layers prepared");
     let limits = prepared.policy.limits;
     let cgroup = RunCgroup::create(
         &format!(
@@ -329,7 +348,9 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
             memory_bytes: limits.memory_bytes,
         },
     )?;
+    steps.done("cgroups created");
     let mut registered = Registered::new(&prepared, cgroup.id())?;
+    steps.done("registered with the kernel side");
 
     let stdin = opts
         .stdin
@@ -355,6 +376,10 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let workdir = CString::new(prepared.workdir.as_os_str().as_bytes())
         .map_err(|_| io_error("work directory")(io::ErrorKind::InvalidInput.into()))?;
+    let cgroup_dir = cgroup.open_v2()?;
+    let v1_files = cgroup.open_v1_procs()?;
+    let v1_procs: Vec<_> = v1_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let v2_procs = cgroup.v2_path().join("cgroup.procs");
     let setup = ChildSetup {
         command: &prepared.command,
         layers: &prepared.layers,
@@ -364,8 +389,12 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
             Some(out_write.as_raw_fd()),
             stderr.as_ref().map(AsRawFd::as_raw_fd),
         ],
+        cgroup: cgroup_dir.as_raw_fd(),
+        v2_procs: &v2_procs,
+        v1_procs: &v1_procs,
     };
     let mut child = Child::spawn(&setup).map_err(io_error("fork"))?;
+    steps.done("child created");
     // The recording attaches before the command runs: its first instruction is sampled.
     let mut notes = Vec::new();
     let profiling = match &opts.profile {
@@ -378,18 +407,23 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         },
         None => None,
     };
-    if let Err(e) = cgroup.add_process(child.pid) {
+    // Times in the verdict count from here.
+    let started = Instant::now();
+    let released = registered
+        .add_pid(child.pid)
+        .and_then(|()| registered.restart())
+        .and_then(|()| Ok(child.release()?));
+    if let Err(e) = released {
+        // The child exits on its own when not released (or failed): reap it.
         let pid = child.pid;
         drop(child);
         let _ = wait(pid, true);
-        return Err(e.into());
+        return Err(e);
     }
-    registered.add_pid(child.pid)?;
-    // Times in the verdict count from here.
-    registered.restart()?;
-    let started = Instant::now();
-    child.release()?;
+    steps.done("command executed");
     drop(out_write);
+    drop(cgroup_dir);
+    drop(v1_files);
     drop(stdin);
     drop(stderr);
 
@@ -404,6 +438,7 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         started,
     );
     let wall = started.elapsed();
+    steps.done("command ended");
     let _ = sink.flush();
     if let Some(profiling) = profiling {
         let title = format!(
@@ -421,17 +456,18 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     // Whatever is left (background processes, a fork bomb's children) ends with the run.
     cgroup.kill_all();
     let usage = cgroup.usage();
+    steps.done("usage read");
     let state = registered.state().unwrap_or(registered.run);
     let recorded = registered.violations();
     let violations: Vec<Violation> = if recorded.is_empty() {
         Vec::new()
     } else {
         let symbolizer = StackSymbolizer::new(&command_files(&prepared.program));
-        let paths = prepared
-            .policy
-            .resolve_paths(&prepared.workdir, &prepared.program)
-            .unwrap_or_default();
-        let ctx = verdict::DecodeContext::new(&prepared.policy, &prepared.workdir, &paths);
+        let ctx = verdict::DecodeContext::new(
+            &prepared.policy,
+            &prepared.workdir,
+            prepared.layers.paths(),
+        );
         recorded
             .iter()
             .filter_map(|v| {
@@ -446,6 +482,7 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     let unexplained = (recorded.len() - violations.len()) as u64;
     drop(registered);
     let cleanup = cgroup.remove();
+    steps.done("cleaned up");
 
     let (exit, ended) = match supervised {
         Ok(outcome) => (outcome.exit, outcome),
