@@ -11,6 +11,7 @@ pub mod collect;
 pub mod daemon;
 pub mod guard;
 pub mod launch;
+pub mod logging;
 pub mod net;
 pub mod policy;
 pub mod probes;

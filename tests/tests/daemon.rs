@@ -79,35 +79,91 @@ fn metrics_count_a_workloads_syscalls_and_prometheus_scrapes_them() {
 }
 
 #[test]
-fn alert_rules_are_valid_and_use_only_exposed_metrics() {
+fn alert_rules_and_dashboards_are_valid_and_use_only_exposed_metrics() {
     if !require_bpf() || !require_tool("promtool") {
         return;
     }
-    let rules = workspace_root()
-        .join("dashboards")
-        .join("flamewarden.rules.yml");
-    let check = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .unwrap();
+    let dashboards = workspace_root().join("dashboards");
+    let files = |suffix: &str| {
+        let mut found: Vec<std::path::PathBuf> = fs::read_dir(&dashboards)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        found.sort();
+        found
+    };
+    let rules = files(".rules.yml");
+    let rule_tests = files(".rules.test.yml");
+    let boards = files(".json");
+    assert!(!rules.is_empty() && !rule_tests.is_empty());
     assert!(
-        check.status.success(),
-        "promtool check rules: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+        boards.len() >= 4,
+        "node, sandboxes, API latency and self: {boards:?}"
     );
+    let promtool = |args: &[&str], file: &std::path::Path| {
+        let out = Command::new("promtool")
+            .args(args)
+            .arg(file)
+            .current_dir(&dashboards)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?} {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for file in &rules {
+        promtool(&["check", "rules"], file);
+    }
+    // Each alert fires on the series it is about and stays quiet on a healthy node.
+    for file in &rule_tests {
+        promtool(&["test", "rules"], file);
+    }
+    let mut used = Vec::new();
+    for file in rules.iter().chain(&rule_tests) {
+        used.extend(metric_names(&fs::read_to_string(file).unwrap()));
+    }
+    // Every panel query is valid PromQL: promtool checks them as recording rules, with
+    // Grafana's variables replaced by values.
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), "");
-    let exposed = exposed_names(&daemon.metrics());
-    let mut used = metric_names(&fs::read_to_string(&rules).unwrap());
-    let dashboard = workspace_root()
-        .join("dashboards")
-        .join("flamewarden-node.json");
-    used.extend(metric_names(&fs::read_to_string(dashboard).unwrap()));
+    let mut board_rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    let mut queries = 0;
+    for file in &boards {
+        let text = fs::read_to_string(file).unwrap();
+        let board: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+        let panels = board["panels"].as_array().cloned().unwrap_or_default();
+        assert!(!panels.is_empty(), "{} has no panels", file.display());
+        for target in panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        {
+            let expr = target["expr"].as_str().expect("a target without expr");
+            let expr = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*")
+                .replace("$cgroup", ".*");
+            queries += 1;
+            board_rules.push_str(&format!(
+                "      - record: dashboard:query{queries}\n        expr: {}\n",
+                serde_json::Value::String(expr)
+            ));
+        }
+        used.extend(metric_names(&text));
+    }
+    let board_rules_file = dir.path().join("dashboards.rules.yml");
+    fs::write(&board_rules_file, board_rules).unwrap();
+    promtool(&["check", "rules"], &board_rules_file);
     used.sort();
     used.dedup();
     assert!(!used.is_empty());
+    let daemon = Daemon::start(dir.path(), "");
+    let exposed = exposed_names(&daemon.metrics());
     for name in used {
         assert!(
             exposed.contains(&name),
@@ -430,4 +486,48 @@ fn bad_config_on_sighup_keeps_the_old_one_and_counts_the_error() {
         "{status:?}\n{}",
         daemon.log_text()
     );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_level_and_message() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_args(dir.path(), "", &["--log-format", "json"]);
+    // A refused reload logs an error with the file's location.
+    fs::write(&daemon.config, "top_cgroups = \"many\"\n").unwrap();
+    daemon.process.signal(libc::SIGHUP);
+    let refused = wait_for(Duration::from_secs(10), || {
+        daemon
+            .log_text()
+            .contains("config reload refused")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", daemon.log_text());
+    daemon.process.signal(libc::SIGTERM);
+    let status = daemon.process.wait_timeout(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let log = daemon.log_text();
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let object: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+        let level = object["level"].as_str().unwrap_or_default();
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
+            "no level: {line}"
+        );
+        assert!(object["timestamp"].is_string(), "no timestamp: {line}");
+        let message = object["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {line}"));
+        messages.push((level.to_owned(), message.to_owned()));
+    }
+    let has =
+        |level: &str, text: &str| messages.iter().any(|(l, m)| l == level && m.contains(text));
+    assert!(has("INFO", "listening on http://127.0.0.1:"), "{log}");
+    assert!(has("ERROR", "config reload refused"), "{log}");
+    assert!(has("INFO", "stopped"), "{log}");
 }

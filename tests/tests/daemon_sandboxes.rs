@@ -152,7 +152,7 @@ fn a_new_sandbox_is_guarded_at_once_streamed_counted_and_judged_when_removed() {
         sample(
             &daemon.metrics(),
             "flamewarden_sandbox_verdicts_total",
-            "status=\"security_violation\""
+            "status=\"security_violation\",source=\"discovered\""
         ),
         Some(1.0)
     );

@@ -15,7 +15,8 @@ use crate::daemon::{
 #[command(
     after_help = "Examples:\n  flamewarden daemon --config /etc/flamewarden/config.toml\n  \
     flamewarden daemon --print-default-config > config.toml\n  \
-    flamewarden daemon --cleanup\n\n\
+    flamewarden daemon --cleanup\n  \
+    flamewarden daemon --log-format json --config /etc/flamewarden/config.toml\n\n\
     Endpoints: /metrics, /api/v1/profile, /api/v1/events, /api/v1/sandboxes, /healthz, \
     /readyz, /.\nSIGHUP reloads the configuration (a bad one is refused and the old one \
     kept); SIGTERM stops."
@@ -95,8 +96,11 @@ mod tests {
             "127.0.0.1:9000",
             "--top-cgroups",
             "5",
+            "--log-format",
+            "json",
         ])
         .unwrap();
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Json);
         let Command::Daemon(args) = cli.command else {
             panic!("not daemon");
         };

@@ -18,6 +18,8 @@ use std::{
 
 use clap::{Parser, Subcommand};
 
+use crate::logging::LogFormat;
+
 /// eBPF CPU, syscall and network profiler, and sandbox guard for online judges.
 #[derive(Debug, Parser)]
 #[command(name = "flamewarden", version, about, long_about = None, propagate_version = true)]
@@ -25,6 +27,16 @@ pub struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `debug` or `flamewarden=trace`.
     #[arg(long, global = true, env = "FLAMEWARDEN_LOG", default_value = "warn")]
     pub log: String,
+    /// Log line format: `text`, or `json` (one object per line with timestamp, level, target,
+    /// message and fields).
+    #[arg(
+        long,
+        global = true,
+        env = "FLAMEWARDEN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -65,12 +77,7 @@ pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
 
 /// Runs the parsed command line; errors are printed by the caller as one line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(&cli.log, cli.log_format)?;
     match cli.command {
         Command::Record(args) => record::run(args),
         Command::Syscalls(args) => syscalls::run(args),

@@ -66,8 +66,8 @@ pub struct GuardBoard {
     pub attach_errors: u64,
     /// The guarded sandboxes.
     pub sandboxes: Vec<SandboxStatus>,
-    /// Verdicts by status.
-    pub verdicts: BTreeMap<String, u64>,
+    /// Verdicts by (status, source).
+    pub verdicts: BTreeMap<(String, String), u64>,
     /// The latest verdicts, oldest first.
     pub recent_verdicts: VecDeque<VerdictRecord>,
     /// Verdict datagrams that could not be read.
@@ -104,7 +104,10 @@ impl GuardBoard {
                 *self.violations.entry(key).or_default() += 1;
             }
             LiveEvent::Verdict(v) => {
-                *self.verdicts.entry(v.status.clone()).or_default() += 1;
+                *self
+                    .verdicts
+                    .entry((v.status.clone(), v.source.clone()))
+                    .or_default() += 1;
                 self.recent_verdicts.push_back(v.clone());
                 while self.recent_verdicts.len() > VERDICTS_KEPT {
                     self.recent_verdicts.pop_front();

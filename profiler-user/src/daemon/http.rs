@@ -195,6 +195,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
             .unwrap_or_default(),
         syscall_events_lost: view.counters.events_lost,
         syscall_map_full: view.counters.stats_full,
+        syscall_errno_map_full: view.counters.errno_full,
         config_reloads: shared.reloads.load(std::sync::atomic::Ordering::Relaxed),
         config_reload_errors: shared
             .reload_errors
@@ -209,6 +210,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
         exposition.sandboxes = board.sandboxes.len() as u64;
         exposition.guard_attach_errors = board.attach_errors;
         exposition.verdicts = board.verdicts.clone();
+        exposition.verdicts_malformed = board.verdicts_malformed;
     }
     respond(
         StatusCode::OK,

@@ -80,12 +80,16 @@ pub struct Exposition {
     pub tcp: TcpExposition,
     /// Execs and exits per cgroup label.
     pub processes: BTreeMap<String, (u64, u64)>,
-    /// Sandbox verdicts by status.
-    pub verdicts: BTreeMap<String, u64>,
+    /// Sandbox verdicts by (status, source).
+    pub verdicts: BTreeMap<(String, String), u64>,
+    /// Verdict datagrams that were not a verdict.
+    pub verdicts_malformed: u64,
     /// Syscall events lost and map-full counts.
     pub syscall_events_lost: u64,
     /// Syscall statistics not recorded because the map was full.
     pub syscall_map_full: u64,
+    /// Errnos not recorded because their map was full.
+    pub syscall_errno_map_full: u64,
     /// Guard violations by (rule, action).
     pub violations: BTreeMap<(String, String), u64>,
     /// Guard events lost.
@@ -311,14 +315,26 @@ impl Collector for Exposition {
         let verdicts: Vec<(Labels, f64)> = self
             .verdicts
             .iter()
-            .map(|(status, n)| (vec![("status".to_owned(), status.clone())], *n as f64))
+            .map(|((status, source), n)| {
+                let labels = vec![
+                    ("status".to_owned(), status.clone()),
+                    ("source".to_owned(), source.clone()),
+                ];
+                (labels, *n as f64)
+            })
             .collect();
         counter(
             &mut e,
             "flamewarden_sandbox_verdicts",
-            "Sandbox verdicts by status: reported by `flamewarden sandbox run` and derived for \
-             discovered sandboxes when their cgroup is removed.",
+            "Sandbox verdicts by status and source: `run` (reported by `flamewarden sandbox \
+             run`) or `discovered` (derived for a discovered sandbox when its cgroup is removed).",
             &verdicts,
+        )?;
+        counter(
+            &mut e,
+            "flamewarden_sandbox_verdicts_malformed",
+            "Datagrams on the verdict socket that were not a verdict.",
+            &[(Vec::new(), self.verdicts_malformed as f64)],
         )?;
         let violations: Vec<(Labels, f64)> = self
             .violations
@@ -356,6 +372,7 @@ impl Collector for Exposition {
             "Updates lost because a BPF map was full.",
             &[
                 map("syscall_stats", self.syscall_map_full),
+                map("syscall_errnos", self.syscall_errno_map_full),
                 map("sample_counts", self.cpu.map_full),
                 map("net_conns", self.tcp.counters.conns_full),
                 map("net_traffic", self.tcp.counters.traffic_full),

@@ -104,12 +104,13 @@ pub async fn handle(shared: &Arc<Shared>) -> Response<Body> {
                 s.violations
             );
         }
-        html.push_str("</table></div><div><h2>Sandbox verdicts</h2><table id=\"verdicts\"><tr><th>status</th><th>count</th></tr>");
-        for (status, n) in &board.verdicts {
+        html.push_str("</table></div><div><h2>Sandbox verdicts</h2><table id=\"verdicts\"><tr><th>status</th><th>source</th><th>count</th></tr>");
+        for ((status, source), n) in &board.verdicts {
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td class=n>{n}</td></tr>",
-                escape(status)
+                "<tr><td>{}</td><td>{}</td><td class=n>{n}</td></tr>",
+                escape(status),
+                escape(source)
             );
         }
         html.push_str("</table></div><div><h2>Violations</h2><table id=\"violations\"><tr><th>rule</th><th>action</th><th>count</th></tr>");

@@ -1,18 +1,24 @@
 //! The node's always-on tracers in one object: the syscall tracer attached system-wide (its
 //! per-process map folded into per-(cgroup, syscall) totals, entries of exited processes moved
-//! out of the kernel map so that it does not fill up on a busy node), the TCP tracer
-//! (`collect::net`), and the CPU sampler, whose maps go to the CPU thread.
+//! out of the kernel map by [`super::retire`] so that it does not fill up on a busy node), the
+//! TCP tracer (`collect::net`), and the CPU sampler, whose maps go to the CPU thread.
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
+    os::fd::{AsFd as _, OwnedFd},
+    sync::{Arc, Mutex},
 };
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap},
+    maps::{IterableMap as _, MapData, PerCpuHashMap},
 };
-use profiler_common::{LATENCY_BUCKETS, MAP_SYSCALL_STATS, SyscallConfig, SyscallKey};
+use profiler_common::{
+    LATENCY_BUCKETS, MAP_SYSCALL_ERRNOS, MAP_SYSCALL_STATS, SyscallConfig, SyscallErrnoKey,
+    SyscallKey, SyscallStats,
+};
+
+use super::retire::{RetireMaps, Retirer};
 
 use crate::{
     collect::{
@@ -51,7 +57,8 @@ impl Default for SyscallTotals {
 }
 
 impl SyscallTotals {
-    fn add(&mut self, other: &Self) {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &Self) {
         self.count += other.count;
         self.errors += other.errors;
         self.total_ns += other.total_ns;
@@ -71,10 +78,34 @@ pub type SyscallTotalsMap = HashMap<(u64, u32), SyscallTotals>;
 /// The daemon's syscall tracer.
 pub struct SyscallCollector {
     ebpf: Ebpf,
-    /// What exited processes counted, moved out of the kernel map.
-    retired: SyscallTotalsMap,
+    /// What exited processes counted, moved out of the kernel map by the retiring thread.
+    retired: Arc<Mutex<SyscallTotalsMap>>,
+    /// The thread that moves them (stopped on drop).
+    _retirer: Option<Retirer>,
     /// The TCP tracer's event stream.
     net: NetCollector,
+}
+
+/// A duplicate of the fd of the per-CPU hash `name`, for another thread.
+fn map_fd<K: aya::Pod, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<OwnedFd, ProbeError> {
+    let map = ebpf.map(name).ok_or(ProbeError::MissingMap(name))?;
+    let typed: PerCpuHashMap<&MapData, K, V> =
+        PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map { map: name, source })?;
+    typed
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| ProbeError::Map {
+            map: name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error: e,
+            }),
+        })
 }
 
 impl SyscallCollector {
@@ -111,10 +142,19 @@ impl SyscallCollector {
             None
         };
         session.release()?;
+        let retired = Arc::new(Mutex::new(HashMap::new()));
+        let maps = RetireMaps {
+            stats: map_fd::<SyscallKey, SyscallStats>(&ebpf, MAP_SYSCALL_STATS)?,
+            errnos: map_fd::<SyscallErrnoKey, u64>(&ebpf, MAP_SYSCALL_ERRNOS)?,
+        };
+        let retirer = Retirer::start(maps, Arc::clone(&retired))
+            .inspect_err(|e| tracing::warn!("no syscall map upkeep thread: {e}"))
+            .ok();
         Ok((
             Self {
                 ebpf,
-                retired: HashMap::new(),
+                retired,
+                _retirer: retirer,
                 net,
             },
             samples,
@@ -152,8 +192,11 @@ impl SyscallCollector {
 
     /// Totals per (cgroup, syscall) since the daemon started, and the tracer's loss counters.
     pub fn totals(&self) -> Result<(SyscallTotalsMap, SyscallCounters), ProbeError> {
+        // Under the retired totals' lock: an entry is either still in the map or retired.
+        let retired = self.retired.lock().unwrap();
         let snapshot = snapshot_syscalls(&self.ebpf)?;
-        let mut totals = self.retired.clone();
+        let mut totals = retired.clone();
+        drop(retired);
         for (key, stats) in &snapshot.stats {
             totals
                 .entry((key.cgroup_id, key.nr))
@@ -170,63 +213,21 @@ impl SyscallCollector {
 
     /// Folds the retired totals of cgroups not in `live` into [`REMOVED_CGROUPS`].
     pub fn fold_removed_cgroups(&mut self, live: &HashSet<u64>) {
-        let removed: Vec<(u64, u32)> = self
-            .retired
+        let mut retired = self.retired.lock().unwrap();
+        let removed: Vec<(u64, u32)> = retired
             .keys()
             .filter(|(cgroup, _)| *cgroup != REMOVED_CGROUPS && !live.contains(cgroup))
             .copied()
             .collect();
         for key in removed {
-            if let Some(totals) = self.retired.remove(&key) {
-                self.retired
+            if let Some(totals) = retired.remove(&key) {
+                retired
                     .entry((REMOVED_CGROUPS, key.1))
                     .or_default()
                     .add(&totals);
             }
         }
-    }
-
-    /// Moves the entries of processes that have exited out of the kernel map into the
-    /// daemon's totals; returns how many were moved.
-    pub fn retire_exited(&mut self) -> Result<usize, ProbeError> {
-        let snapshot = snapshot_syscalls(&self.ebpf)?;
-        let exited: Vec<(SyscallKey, SyscallTotals)> = snapshot
-            .stats
-            .iter()
-            .filter(|(key, _)| !Path::new(&format!("/proc/{}", key.tgid)).exists())
-            .map(|(key, s)| {
-                (
-                    *key,
-                    SyscallTotals {
-                        count: s.count,
-                        errors: s.errors,
-                        total_ns: s.total_ns,
-                        hist: s.hist,
-                    },
-                )
-            })
-            .collect();
-        if exited.is_empty() {
-            return Ok(0);
-        }
-        let map = self
-            .ebpf
-            .map_mut(MAP_SYSCALL_STATS)
-            .ok_or(ProbeError::MissingMap(MAP_SYSCALL_STATS))?;
-        let mut stats: PerCpuHashMap<&mut MapData, SyscallKey, profiler_common::SyscallStats> =
-            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map {
-                map: MAP_SYSCALL_STATS,
-                source,
-            })?;
-        for (key, totals) in &exited {
-            // An exited process writes no more: what was read is all it counted.
-            if stats.remove(key).is_ok() {
-                self.retired
-                    .entry((key.cgroup_id, key.nr))
-                    .or_default()
-                    .add(totals);
-            }
-        }
-        Ok(exited.len())
+        let keep = retired.len() * 2;
+        retired.shrink_to(keep);
     }
 }

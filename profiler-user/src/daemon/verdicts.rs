@@ -1,13 +1,18 @@
 //! Sandbox verdicts on the node: `flamewarden sandbox run` / `batch` report each verdict to a
-//! running daemon over a unix datagram socket (best effort: never blocking, never failing a
-//! run), and the daemon derives one for each discovered sandbox another judge ran, when its
-//! cgroup is removed.
+//! running daemon over a unix datagram socket (never failing a run, waiting at most
+//! [`REPORT_TIMEOUT`] for room in the daemon's queue), and the daemon derives one for each
+//! discovered sandbox another judge ran, when its cgroup is removed. The two are counted apart
+//! (`source` `run` and `discovered`): a run in a discovered cgroup has both.
 
 use std::{
     io::ErrorKind,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +22,10 @@ use crate::sandbox::Verdict;
 
 /// Where the daemon receives verdicts.
 pub const VERDICT_SOCKET: &str = "/run/flamewarden/verdicts.sock";
+
+/// The longest a run waits for room in the daemon's queue (full only when the daemon is
+/// stopped or far behind).
+pub const REPORT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// One verdict as the daemon keeps it (and as a run sends it, JSON in one datagram).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,11 +75,28 @@ pub fn report_to(path: &Path, verdict: &Verdict) {
     let Ok(text) = serde_json::to_vec(&record) else {
         return;
     };
-    if let Ok(socket) = UnixDatagram::unbound()
-        && socket.set_nonblocking(true).is_ok()
-    {
-        // A full queue or no daemon: the verdict is not reported, the run goes on.
-        let _ = socket.send_to(&text, path);
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    // The receiver's queue holds `net.unix.max_dgram_qlen` datagrams (10 by default): a
+    // blocking send waits for room, up to the timeout, instead of dropping the verdict.
+    let _ = socket.set_write_timeout(Some(REPORT_TIMEOUT));
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    loop {
+        match socket.send_to(&text, path) {
+            Ok(_) => return,
+            Err(e)
+                if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock)
+                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                if Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // No daemon (a stale socket): the verdict is not reported, the run goes on.
+            Err(_) => return,
+        }
     }
 }
 
@@ -79,8 +105,8 @@ pub fn report_to(path: &Path, verdict: &Verdict) {
 pub struct VerdictListener {
     socket: UnixDatagram,
     path: PathBuf,
-    /// Datagrams that were not a verdict.
-    pub malformed: u64,
+    /// Tells the receiving thread to end.
+    stop: Arc<AtomicBool>,
 }
 
 impl VerdictListener {
@@ -99,33 +125,63 @@ impl VerdictListener {
             _ => {}
         }
         let socket = UnixDatagram::bind(path)?;
-        socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             path: path.to_path_buf(),
-            malformed: 0,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Every verdict waiting.
-    pub fn drain(&mut self) -> Vec<VerdictRecord> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.socket.recv(&mut buf) {
-            match serde_json::from_slice::<VerdictRecord>(&buf[..n]) {
-                Ok(mut record) => {
-                    record.unix_ms = unix_ms();
-                    out.push(record);
+    /// Receives on a thread of its own, handing each verdict to `deliver` as it arrives
+    /// (`None` for a datagram that is not one); the thread ends when `deliver` returns false
+    /// or the listener is dropped.
+    pub fn receive_on_thread<F>(&self, mut deliver: F) -> std::io::Result<()>
+    where
+        F: FnMut(Option<VerdictRecord>) -> bool + Send + 'static,
+    {
+        let socket = self.socket.try_clone()?;
+        // Woken once a second to notice the end.
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let stop = Arc::clone(&self.stop);
+        std::thread::Builder::new()
+            .name("flamewarden-verdicts".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while !stop.load(Ordering::Relaxed) {
+                    match socket.recv(&mut buf) {
+                        Ok(n) => {
+                            if !deliver(parse(&buf[..n])) {
+                                return;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => {
+                            tracing::warn!("receiving verdicts: {e}");
+                            return;
+                        }
+                    }
                 }
-                Err(_) => self.malformed += 1,
-            }
-        }
-        out
+            })?;
+        Ok(())
     }
+}
+
+/// A verdict datagram, stamped with the time it arrived.
+fn parse(datagram: &[u8]) -> Option<VerdictRecord> {
+    let mut record = serde_json::from_slice::<VerdictRecord>(datagram).ok()?;
+    record.unix_ms = unix_ms();
+    Some(record)
 }
 
 impl Drop for VerdictListener {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -249,13 +305,9 @@ mod tests {
         assert_eq!(flat_key(text, "nope"), None);
     }
 
-    #[test]
-    fn a_reported_verdict_arrives_at_the_listener() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.sock");
-        let mut listener = VerdictListener::bind_at(&path).unwrap();
-        let verdict = Verdict {
-            status: crate::sandbox::Status::TimeLimit,
+    fn verdict(status: crate::sandbox::Status) -> Verdict {
+        Verdict {
+            status,
             exit_code: None,
             signal: Some(9),
             cpu_time_ms: 1.0,
@@ -268,13 +320,48 @@ mod tests {
             violations_total: 0,
             violations_lost: 0,
             message: None,
-        };
-        report_to(&path, &verdict);
-        let got = listener.drain();
-        assert_eq!(got.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_burst_of_verdicts_beyond_the_socket_queue_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = VerdictListener::bind_at(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        listener
+            .receive_on_thread(move |v| tx.send(v).is_ok())
+            .unwrap();
+        // Ten times the kernel's default queue, sent as fast as possible from four threads.
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        report_to(&path, &verdict(crate::sandbox::Status::TimeLimit));
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        let got: Vec<Option<VerdictRecord>> = (0..100)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        let first = got[0].as_ref().unwrap();
         assert_eq!(
-            (got[0].status.as_str(), got[0].signal),
-            ("time_limit", Some(9))
+            (first.status.as_str(), first.signal, first.source.as_str()),
+            ("time_limit", Some(9), "run")
         );
+        assert!(got.iter().all(Option::is_some));
+        drop(listener);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_datagram_that_is_not_a_verdict_is_counted_apart() {
+        assert!(parse(b"{\"status\": 1}").is_none());
+        assert!(parse(b"not json").is_none());
     }
 }

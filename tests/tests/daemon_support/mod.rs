@@ -113,6 +113,16 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `config_body` (plus `listen`) into `dir/config.toml` and starts the daemon.
     pub fn start(dir: &Path, config_body: &str) -> Daemon {
+        Self::start_args(dir, config_body, &[])
+    }
+
+    /// Starts the daemon on an existing config file.
+    pub fn start_with(dir: &Path, config: &Path, port: u16) -> Daemon {
+        Self::start_with_args(dir, config, port, &[])
+    }
+
+    /// [`Daemon::start`] with extra `flamewarden daemon` arguments.
+    pub fn start_args(dir: &Path, config_body: &str, args: &[&str]) -> Daemon {
         let port = free_port();
         let config = dir.join("config.toml");
         fs::write(
@@ -120,18 +130,20 @@ impl Daemon {
             format!("listen = \"127.0.0.1:{port}\"\n{config_body}"),
         )
         .expect("write config");
-        Self::start_with(dir, &config, port)
+        Self::start_with_args(dir, &config, port, args)
     }
 
-    /// Starts the daemon on an existing config file.
-    pub fn start_with(dir: &Path, config: &Path, port: u16) -> Daemon {
+    /// Starts the daemon on an existing config file with extra arguments.
+    pub fn start_with_args(dir: &Path, config: &Path, port: u16, args: &[&str]) -> Daemon {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = dir.join(format!("daemon-{n}.log"));
         let log_file = fs::File::create(&log).expect("create daemon log");
         let process = BackgroundProcess::spawn(
             Command::new(flamewarden_bin())
-                .args(["--log", "info", "daemon", "--config"])
+                .args(["--log", "info", "daemon"])
+                .args(args)
+                .arg("--config")
                 .arg(config)
                 .stdout(Stdio::null())
                 .stderr(log_file),

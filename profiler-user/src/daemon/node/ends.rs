@@ -8,7 +8,7 @@ use super::{Guarded, Node};
 use crate::daemon::{
     board::LiveEvent,
     lifecycle::ProcStats,
-    verdicts::{SandboxEnd, derive, flat_key},
+    verdicts::{SandboxEnd, VerdictRecord, derive, flat_key},
     watch::{DIR_CHANGES, FILE_CHANGES, WatchId},
 };
 
@@ -85,18 +85,13 @@ impl Node {
             .push(LiveEvent::Verdict(verdict), keep);
     }
 
-    /// Verdicts that `flamewarden sandbox run` reported.
-    pub(super) fn receive_verdicts(&mut self) {
-        let Some(listener) = &mut self.verdicts else {
-            return;
-        };
-        let verdicts = listener.drain();
-        let malformed = listener.malformed;
+    /// A verdict that `flamewarden sandbox run` reported (`None`: a malformed datagram).
+    pub(super) fn verdict_reported(&mut self, verdict: Option<VerdictRecord>) {
         let keep = self.config.events_kept;
         let mut board = self.board.lock().unwrap();
-        board.verdicts_malformed = malformed;
-        for verdict in verdicts {
-            board.push(LiveEvent::Verdict(verdict), keep);
+        match verdict {
+            Some(verdict) => board.push(LiveEvent::Verdict(verdict), keep),
+            None => board.verdicts_malformed += 1,
         }
     }
 }

@@ -37,8 +37,8 @@ use crate::{
 
 mod ends;
 
-/// How often exited processes are moved out of the syscall map.
-const RETIRE_EVERY: Duration = Duration::from_secs(10);
+/// How often the totals of removed cgroups are folded together and freed memory is given back.
+const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// A snapshot of the node's statistics for `/metrics` and the page.
 #[derive(Debug, Default)]
@@ -67,6 +67,8 @@ pub enum NodeRequest {
     Reload(Arc<DaemonConfig>),
     /// These inotify watches fired.
     Changed(Vec<WatchId>),
+    /// `flamewarden sandbox run` reported a verdict (`None`: a datagram that was not one).
+    Verdict(Option<super::verdicts::VerdictRecord>),
     /// End the thread (the watcher holds a sender, so the channel never closes by itself).
     Stop,
 }
@@ -110,10 +112,11 @@ pub struct Node {
     watcher: Option<Watcher>,
     parent_watches: HashMap<PathBuf, WatchId>,
     file_watches: HashMap<WatchId, u64>,
-    verdicts: Option<VerdictListener>,
+    /// Receives verdicts on its thread; removes the socket on drop.
+    _verdicts: Option<VerdictListener>,
     board: Arc<Mutex<GuardBoard>>,
     lost_of_removed: u64,
-    last_retire: Instant,
+    last_upkeep: Instant,
 }
 
 impl Node {
@@ -126,10 +129,20 @@ impl Node {
         wake: mpsc::Sender<NodeRequest>,
     ) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
         let (syscalls, samples) = SyscallCollector::start(config.cpu_sampling_hz)?;
-        let watcher = Watcher::start(wake, NodeRequest::Changed)
+        let watcher = Watcher::start(wake.clone(), NodeRequest::Changed)
             .inspect_err(|e| tracing::warn!("inotify unavailable, discovery polls only: {e}"))
             .ok();
+        // Verdicts are received on a thread of their own, as they come: the kernel queues only
+        // `net.unix.max_dgram_qlen` (10) datagrams, fewer than a 50 ms period brings at
+        // 100 runs a second.
         let verdicts = VerdictListener::bind()
+            .and_then(|listener| {
+                let wake = wake.clone();
+                listener.receive_on_thread(move |verdict| {
+                    wake.send(NodeRequest::Verdict(verdict)).is_ok()
+                })?;
+                Ok(listener)
+            })
             .inspect_err(|e| tracing::warn!("cannot receive verdicts on {VERDICT_SOCKET}: {e}"))
             .ok();
         let mut node = Self {
@@ -144,10 +157,10 @@ impl Node {
             watcher,
             parent_watches: HashMap::new(),
             file_watches: HashMap::new(),
-            verdicts,
+            _verdicts: verdicts,
             board,
             lost_of_removed: 0,
-            last_retire: Instant::now(),
+            last_upkeep: Instant::now(),
         };
         // Attaching to the globs' parents verifies the guard's programs (about a second); it
         // is done before the daemon reports ready, so that a sandbox made afterwards costs
@@ -163,9 +176,13 @@ impl Node {
 
     /// Serves requests and watches the sandboxes until the channel closes.
     pub fn run(mut self, requests: mpsc::Receiver<NodeRequest>) {
+        let mut next_tick = Instant::now();
         loop {
             let period = Duration::from_millis(self.config.discovery_interval_ms);
-            match requests.recv_timeout(period) {
+            // Inotify events and reloads look at the sandboxes at once; the rest waits for
+            // the period.
+            let mut now_due = false;
+            match requests.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(NodeRequest::Syscalls(extra, reply)) => {
                     let mut view = self.node_view();
                     for id in extra {
@@ -179,6 +196,7 @@ impl Node {
                     self.config = config;
                     self.reapply_policies();
                     tracing::info!("configuration reloaded");
+                    now_due = true;
                 }
                 Ok(NodeRequest::Changed(ids)) => {
                     for id in ids {
@@ -186,27 +204,32 @@ impl Node {
                             self.read_sandbox_events(cgroup);
                         }
                     }
+                    now_due = true;
                 }
+                Ok(NodeRequest::Verdict(verdict)) => self.verdict_reported(verdict),
                 Ok(NodeRequest::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            if !now_due && Instant::now() < next_tick {
+                continue;
+            }
+            next_tick = Instant::now() + period;
             // Violations first: a sandbox that is gone gets a verdict that counts them.
             self.drain_events();
             self.discover();
-            self.receive_verdicts();
             for event in self.syscalls.net_events() {
                 self.tcp.record(&event);
             }
-            if self.last_retire.elapsed() >= RETIRE_EVERY {
-                self.last_retire = Instant::now();
-                if let Err(e) = self.syscalls.retire_exited() {
-                    tracing::warn!("syscall map upkeep: {e}");
-                }
+            if self.last_upkeep.elapsed() >= UPKEEP_EVERY {
+                self.last_upkeep = Instant::now();
                 let live = CgroupNames::all_ids();
                 self.syscalls.fold_removed_cgroups(&live);
                 self.tcp.fold_removed_cgroups(&live);
                 self.procs.retire_removed(self.syscalls.ebpf_mut(), &live);
                 self.names.retain(&live);
+                // What the folds and the sandboxes that went freed goes back to the system.
+                // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+                unsafe { libc::malloc_trim(0) };
             }
         }
     }
