@@ -6,6 +6,10 @@
 //!    over the run.
 //! 2. **Sandbox churn**: 100 matching cgroups created and removed per second for 10 s: the
 //!    daemon's CPU share while discovery keeps up.
+//! 3. **Soak** ([`soak`]): 100 real sandbox runs per second through `sandbox batch` for
+//!    `FLAMEWARDEN_BENCH_SOAK_SECS` (default 600 s), every run's cgroup discovered by the daemon:
+//!    RSS at the end (goal ≤ 40 MB) and its growth (goal ≤ 5 %), events lost and map-full
+//!    errors (goal 0), verdicts and violations counted against the runs made.
 
 use std::{
     fs,
@@ -20,7 +24,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use serde_json::json;
 
-use super::BenchContext;
+use super::{BenchContext, soak};
 use crate::env::workspace_root;
 
 const RSS_GOAL_MB: f64 = 40.0;
@@ -28,6 +32,7 @@ const IDLE_CPU_GOAL: f64 = 0.01;
 const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 const CHURN_SECS: u64 = 10;
 const CHURN_PER_SEC: u64 = 100;
+const SOAK_GROWTH_GOAL: f64 = 0.05;
 
 /// The daemon, killed on drop.
 struct Daemon(Child);
@@ -104,16 +109,19 @@ fn own_cgroup() -> anyhow::Result<PathBuf> {
     Ok(mount.join(relative.trim().trim_start_matches('/')))
 }
 
-fn start(ctx: &BenchContext, parent: &Path) -> anyhow::Result<(Daemon, u16)> {
+fn start(ctx: &BenchContext, parent: &Path, runs: &Path) -> anyhow::Result<(Daemon, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = ctx.out_dir.join("daemon-bench.toml");
     let policy = workspace_root().join("policies").join("judge.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\n[[sandboxes]]\nglob = \"{}/run-*\"\npolicy = \"{}\"\n",
+            "listen = \"127.0.0.1:{port}\"\n\
+             [[sandboxes]]\nglob = \"{}/run-*\"\npolicy = \"{policy}\"\n\
+             [[sandboxes]]\nglob = \"{}/*\"\npolicy = \"{policy}\"\n",
             parent.display(),
-            policy.display()
+            runs.display(),
+            policy = policy.display()
         ),
     )?;
     let log = fs::File::create(ctx.out_dir.join("daemon-bench.log"))?;
@@ -135,6 +143,21 @@ fn start(ctx: &BenchContext, parent: &Path) -> anyhow::Result<(Daemon, u16)> {
     Ok((daemon, port))
 }
 
+/// The sum of every sample of metric `name` (exposition text) whose labels contain each of
+/// `labels` (`key="value"`).
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labelled, value) = rest.rsplit_once(' ')?;
+            let matches = (labelled.is_empty() || labelled.starts_with('{'))
+                && labels.iter().all(|want| labelled.contains(want));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
 /// Runs the benchmark.
 pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let idle_secs: u64 = std::env::var("FLAMEWARDEN_BENCH_DAEMON_SECS")
@@ -144,7 +167,8 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let parent =
         BenchCgroup(own_cgroup()?.join(format!("flamewarden-bench-daemon-{}", std::process::id())));
     fs::create_dir(&parent.0).with_context(|| format!("mkdir {}", parent.0.display()))?;
-    let (daemon, port) = start(ctx, &parent.0)?;
+    let runs_parent = own_cgroup()?.join("flamewarden-sandboxes");
+    let (daemon, port) = start(ctx, &parent.0, &runs_parent)?;
     let pid = daemon.0.id();
     // Let start-up work settle before measuring.
     thread::sleep(Duration::from_secs(3));
@@ -185,14 +209,48 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     }
     let (cpu3, rss3) = cpu_and_rss(pid)?;
     let churn_share = (cpu3 - cpu2) / churn_started.elapsed().as_secs_f64();
-    let metrics = get(port, "/metrics")?;
-    let attach_errors = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("flamewarden_guard_attach_errors_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let attach_errors = metric_sum(
+        &get(port, "/metrics")?,
+        "flamewarden_guard_attach_errors_total",
+        &[],
+    );
+
+    let soak_secs: u64 = std::env::var("FLAMEWARDEN_BENCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    println!(
+        "soak for {soak_secs} s (FLAMEWARDEN_BENCH_SOAK_SECS): {} sandbox runs/s through `sandbox batch`",
+        soak::RUNS_PER_SEC
+    );
+    let soaked = soak::run(ctx, soak_secs, pid, cpu_and_rss);
+    // The verdicts of the last runs arrive on the daemon's socket after the batch printed them.
+    thread::sleep(Duration::from_secs(2));
+    let metrics = get(port, "/metrics");
     drop(daemon);
     drop(parent);
+    // The runs' guard stays pinned on the sandboxes' parent by design; a bench leaves nothing.
+    let _ = Command::new(&ctx.flamewarden)
+        .args(["--log", "error", "guard", "detach", "--cgroup"])
+        .arg(&runs_parent)
+        .stdout(Stdio::null())
+        .status();
+    let (soaked, metrics) = (soaked?, metrics?);
+    let sum = |name: &str, labels: &[&str]| metric_sum(&metrics, name, labels);
+    let lost = sum("flamewarden_events_lost_total", &[]);
+    let map_full = sum("flamewarden_map_full_errors_total", &[]);
+    let verdicts_counted = sum("flamewarden_sandbox_verdicts_total", &["source=\"run\""]);
+    let violations_counted = sum("flamewarden_guard_violations_total", &[]);
+    let soak_rss = soaked.samples.last().map_or(0, |s| s.1);
+    // Growth once the rolling CPU window (300 s) is full: from the sample nearest half-way.
+    let half = soaked
+        .samples
+        .iter()
+        .find(|s| s.0 >= soaked.seconds / 2.0)
+        .map_or(soak_rss, |s| s.1);
+    let growth_of = |from: u64| (soak_rss as f64 - from as f64) / from.max(1) as f64;
+    let soak_growth = growth_of(half);
+    let soak_growth_start = growth_of(soaked.samples[0].1);
 
     let verdict = |ok: bool| if ok { "ok" } else { "OVER" };
     println!("{:<44} {:>12} {:>10}", "daemon", "measured", "goal");
@@ -224,6 +282,93 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     );
     println!("{:<44} {:>12}", "sandboxes created during churn", made);
     println!("{:<44} {:>12}", "guard attach errors", attach_errors);
+    let soak_mb = soak_rss as f64 / 1e6;
+    println!(
+        "{:<44} {:>11.1}M {:>9.0}M {}",
+        format!("RSS after the {:.0} s soak", soaked.seconds),
+        soak_mb,
+        RSS_GOAL_MB,
+        verdict(soak_mb <= RSS_GOAL_MB)
+    );
+    println!(
+        "{:<44} {:>11.2}% {:>9.0}% {}",
+        "RSS growth, second half of the soak",
+        soak_growth * 100.0,
+        SOAK_GROWTH_GOAL * 100.0,
+        verdict(soak_growth <= SOAK_GROWTH_GOAL)
+    );
+    println!(
+        "{:<44} {:>11.2}% {:>10}",
+        "RSS growth, whole soak",
+        soak_growth_start * 100.0,
+        "-"
+    );
+    println!(
+        "{:<44} {:>11.3}% {:>10}",
+        format!("CPU share, {} sandbox runs/s", soak::RUNS_PER_SEC),
+        soaked.cpu_share * 100.0,
+        "-"
+    );
+    let rate = soaked.verdicts as f64 / soaked.seconds;
+    println!(
+        "{:<44} {:>12.1} {:>10.0}",
+        "sandbox runs per second achieved",
+        rate,
+        soak::RUNS_PER_SEC
+    );
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "runs made / verdicts printed by the batch",
+        format!("{}/{}", soaked.runs, soaked.verdicts),
+        "equal"
+    );
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "  ok / security_violation / batch errors",
+        format!(
+            "{}/{}/{}",
+            soaked.ok, soaked.security_violations, soaked.errors
+        ),
+        format!(
+            "{}/{}/0",
+            soaked.runs - soaked.violation_runs,
+            soaked.violation_runs
+        )
+    );
+    println!(
+        "{:<44} {:>12} {:>10} {}",
+        "verdicts the daemon counted (source=run)",
+        verdicts_counted,
+        soaked.verdicts,
+        verdict(verdicts_counted as u64 == soaked.verdicts)
+    );
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "violations the daemon counted",
+        violations_counted,
+        format!("≥ {}", soaked.security_violations)
+    );
+    println!(
+        "{:<44} {:>12} {:>10} {}",
+        "events lost, every ring buffer",
+        lost,
+        0,
+        verdict(lost == 0.0)
+    );
+    println!(
+        "{:<44} {:>12} {:>10} {}",
+        "map-full errors, every map",
+        map_full,
+        0,
+        verdict(map_full == 0.0)
+    );
+    println!(
+        "{:<44} {:>12} {:>10} {}",
+        "connections that got through",
+        soaked.escapes,
+        0,
+        verdict(soaked.escapes == 0)
+    );
     let out = ctx.out_dir.join("daemon.json");
     fs::write(
         &out,
@@ -238,6 +383,27 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
             "churn_cpu_share": churn_share,
             "churn_rss_bytes": rss3,
             "guard_attach_errors": attach_errors,
+            "soak": {
+                "seconds": soaked.seconds,
+                "runs": soaked.runs,
+                "violation_runs": soaked.violation_runs,
+                "verdicts": soaked.verdicts,
+                "ok": soaked.ok,
+                "security_violations": soaked.security_violations,
+                "batch_errors": soaked.errors,
+                "escapes": soaked.escapes,
+                "rss_samples": soaked.samples.iter().map(|s| json!({
+                    "seconds": s.0, "rss_bytes": s.1, "cpu_share": s.2
+                })).collect::<Vec<_>>(),
+                "rss_bytes": soak_rss,
+                "rss_growth_second_half": soak_growth,
+                "rss_growth": soak_growth_start,
+                "cpu_share": soaked.cpu_share,
+                "daemon_verdicts": verdicts_counted,
+                "daemon_violations": violations_counted,
+                "events_lost": lost,
+                "map_full_errors": map_full,
+            },
         }))?,
     )?;
     println!("wrote {}", out.display());

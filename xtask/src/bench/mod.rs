@@ -7,6 +7,7 @@ mod guard;
 mod net;
 mod process;
 mod record;
+mod soak;
 mod stats;
 mod syscalls;
 
