@@ -104,6 +104,12 @@ impl GuardBoard {
                 *self.violations.entry(key).or_default() += 1;
             }
             LiveEvent::Verdict(v) => {
+                for (rule, action, n) in &v.violation_rules {
+                    *self
+                        .violations
+                        .entry((rule.clone(), action.clone()))
+                        .or_default() += n;
+                }
                 *self
                     .verdicts
                     .entry((v.status.clone(), v.source.clone()))

@@ -350,7 +350,8 @@ impl Collector for Exposition {
         counter(
             &mut e,
             "flamewarden_guard_violations",
-            "Guard violations read from the sandboxes the daemon guards, by rule and action.",
+            "Guard violations by rule and action: read from the sandboxes the daemon guards, and \
+             from the verdicts `flamewarden sandbox run` reports.",
             &violations,
         )?;
         let buffer = |name: &str, n: u64| (vec![("buffer".to_owned(), name.to_owned())], n as f64);

@@ -20,7 +20,7 @@ use std::{
 use aya::Pod;
 use profiler_common::{SyscallErrnoKey, SyscallKey, SyscallStats};
 
-use super::syscalls::{SyscallTotals, SyscallTotalsMap};
+use super::syscalls::{REMOVED_CGROUPS, SyscallTotals, SyscallTotalsMap};
 
 /// How often exited processes are moved out of the kernel maps.
 pub const RETIRE_EVERY: Duration = Duration::from_secs(1);
@@ -61,21 +61,43 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     }
 }
 
-/// Every entry of the hash map `fd`: its key and its raw value (`value_size` bytes; for a
-/// per-CPU map, one value per possible CPU, each rounded up to 8 bytes). Concurrent updates
-/// may make a key appear twice; the later copy wins.
-pub fn lookup_all<K: Pod + Eq + std::hash::Hash>(
+/// Buffers a pass reads and collects into, kept from pass to pass: once they have grown to
+/// the node's load, a pass allocates nothing (at 100 sandbox runs a second, fresh buffers every
+/// second fragmented the heap by more than 10 MB).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Entries per `BPF_MAP_LOOKUP_BATCH`.
+    chunk: usize,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    /// tgid → exited, for this pass.
+    dead: HashMap<u32, bool>,
+    /// cgroup id → removed, for this pass.
+    removed: HashMap<u64, bool>,
+    exited: Vec<(SyscallKey, SyscallTotals)>,
+    exited_keys: Vec<SyscallKey>,
+    errno_keys: Vec<SyscallErrnoKey>,
+}
+
+/// Calls `f` with every entry of the hash map `fd`: its key and its raw value (`value_size`
+/// bytes; for a per-CPU map, one value per possible CPU, each rounded up to 8 bytes), read in
+/// batches into `scratch`. Concurrent updates may make a key appear twice.
+pub fn for_each_entry<K: Pod>(
     fd: BorrowedFd<'_>,
     value_size: usize,
-) -> io::Result<HashMap<K, Vec<u8>>> {
+    scratch: &mut Scratch,
+    mut f: impl FnMut(K, &[u8]),
+) -> io::Result<()> {
     let key_size = size_of::<K>();
-    let mut chunk = 1024usize;
-    let mut out = HashMap::new();
+    if scratch.chunk == 0 {
+        scratch.chunk = 256;
+    }
     let (mut token_in, mut token_out) = (0u64, 0u64);
     let mut first = true;
     loop {
-        let mut keys = vec![0u8; chunk * key_size];
-        let mut values = vec![0u8; chunk * value_size];
+        let chunk = scratch.chunk;
+        scratch.keys.resize(chunk * key_size, 0);
+        scratch.values.resize(chunk * value_size, 0);
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -83,8 +105,8 @@ pub fn lookup_all<K: Pod + Eq + std::hash::Hash>(
                 std::ptr::from_ref(&token_in) as u64
             },
             out_batch: std::ptr::from_mut(&mut token_out) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
+            keys: scratch.keys.as_mut_ptr() as u64,
+            values: scratch.values.as_mut_ptr() as u64,
             count: chunk as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
@@ -94,18 +116,18 @@ pub fn lookup_all<K: Pod + Eq + std::hash::Hash>(
         for i in 0..n {
             // SAFETY: entry i lies within `keys`; K is plain data, any bytes are a valid K.
             let key: K =
-                unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * key_size).cast()) };
-            out.insert(key, values[i * value_size..(i + 1) * value_size].to_vec());
+                unsafe { std::ptr::read_unaligned(scratch.keys.as_ptr().add(i * key_size).cast()) };
+            f(key, &scratch.values[i * value_size..(i + 1) * value_size]);
         }
         match result {
             Ok(()) => {
                 token_in = token_out;
                 first = false;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             // One hash bucket holds more entries than the chunk: a bigger chunk.
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 && chunk < 1 << 16 => {
-                chunk *= 4;
+                scratch.chunk *= 4;
             }
             Err(e) => return Err(e),
         }
@@ -185,44 +207,140 @@ pub struct RetireMaps {
     pub stats: OwnedFd,
     /// `SYSCALL_ERRNOS`.
     pub errnos: OwnedFd,
+    /// The cgroup2 mount, to ask whether a cgroup still exists; `None`: no such mount.
+    pub cgroup_root: Option<OwnedFd>,
+}
+
+impl RetireMaps {
+    /// Opens the cgroup2 mount for [`RetireMaps::cgroup_root`].
+    pub fn open_cgroup_root() -> Option<OwnedFd> {
+        let root = crate::probes::net::cgroup2_root().ok()?;
+        std::fs::File::open(root).ok().map(OwnedFd::from)
+    }
+}
+
+/// The kernel's `struct file_handle` for a kernfs node: its 64-bit id is the cgroup id.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+/// `FILEID_KERNFS` of `include/linux/exportfs.h`.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// Whether cgroup `id` still exists below the cgroup2 mount `root` (opened by its file handle);
+/// `None` when the kernel does not say (no `CAP_DAC_READ_SEARCH`, no handle support).
+fn cgroup_exists(root: BorrowedFd<'_>, id: u64) -> Option<bool> {
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: a valid mount descriptor and a file_handle of `handle_bytes` bytes of handle;
+    // the descriptor it returns is ours and closed at once.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            root.as_raw_fd(),
+            std::ptr::from_mut(&mut handle),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the descriptor was just opened and is not used elsewhere.
+        unsafe { libc::close(fd as libc::c_int) };
+        return Some(true);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESTALE | libc::ENOENT) => Some(false),
+        _ => None,
+    }
 }
 
 /// One pass: the statistics of exited processes are added to `retired` (under its lock, so
 /// that a reader holding the lock sees each call exactly once) and their entries deleted.
-pub fn retire_pass(maps: &RetireMaps, retired: &Mutex<SyscallTotalsMap>) -> io::Result<RetirePass> {
+pub fn retire_pass(
+    maps: &RetireMaps,
+    retired: &Mutex<SyscallTotalsMap>,
+    scratch: &mut Scratch,
+) -> io::Result<RetirePass> {
     let cpus = possible_cpus();
     let stride = size_of::<SyscallStats>().next_multiple_of(8);
-    let mut dead: HashMap<u32, bool> = HashMap::new();
+    let mut dead = std::mem::take(&mut scratch.dead);
+    let mut exited = std::mem::take(&mut scratch.exited);
+    let mut keys = std::mem::take(&mut scratch.exited_keys);
+    let mut errno_keys = std::mem::take(&mut scratch.errno_keys);
+    dead.clear();
+    exited.clear();
+    keys.clear();
+    errno_keys.clear();
     let mut is_dead = |tgid: u32| *dead.entry(tgid).or_insert_with(|| !alive(tgid));
+    let mut removed = std::mem::take(&mut scratch.removed);
+    removed.clear();
+    let mut is_removed = |cgroup: u64| {
+        *removed.entry(cgroup).or_insert_with(|| {
+            maps.cgroup_root
+                .as_ref()
+                .and_then(|root| cgroup_exists(root.as_fd(), cgroup))
+                == Some(false)
+        })
+    };
     let mut pass = RetirePass::default();
-    {
-        let mut retired = retired.lock().unwrap();
-        let entries: HashMap<SyscallKey, Vec<u8>> = lookup_all(maps.stats.as_fd(), stride * cpus)?;
-        let exited: Vec<(SyscallKey, Vec<u8>)> = entries
-            .into_iter()
-            .filter(|(key, _)| is_dead(key.tgid))
-            .collect();
-        let keys: Vec<SyscallKey> = exited.iter().map(|(k, _)| *k).collect();
-        let deleted = delete_keys(maps.stats.as_fd(), &keys);
-        for ((key, raw), gone) in exited.iter().zip(deleted) {
-            // An exited process writes no more: what was read is all it counted.
-            if gone {
-                retired
-                    .entry((key.cgroup_id, key.nr))
-                    .or_default()
-                    .add(&fold_stats(raw, cpus));
-                pass.stats += 1;
+    let result = (|| {
+        {
+            let mut retired = retired.lock().unwrap();
+            for_each_entry(
+                maps.stats.as_fd(),
+                stride * cpus,
+                scratch,
+                |key: SyscallKey, raw| {
+                    if is_dead(key.tgid) {
+                        exited.push((key, fold_stats(raw, cpus)));
+                    }
+                },
+            )?;
+            keys.extend(exited.iter().map(|(k, _)| *k));
+            let deleted = delete_keys(maps.stats.as_fd(), &keys);
+            // A key read twice is deleted once: the second copy is not counted again.
+            for ((key, totals), gone) in exited.iter().zip(deleted) {
+                // An exited process writes no more: what was read is all it counted. A
+                // cgroup already removed (a finished sandbox run, mostly) goes straight into
+                // the removed cgroups' totals: the map holds live cgroups only.
+                if gone {
+                    let cgroup = if is_removed(key.cgroup_id) {
+                        REMOVED_CGROUPS
+                    } else {
+                        key.cgroup_id
+                    };
+                    retired.entry((cgroup, key.nr)).or_default().add(totals);
+                    pass.stats += 1;
+                }
             }
         }
-    }
-    // The daemon does not show errnos: the entries of exited processes just go.
-    let errnos: HashMap<SyscallErrnoKey, Vec<u8>> = lookup_all(maps.errnos.as_fd(), 8 * cpus)?;
-    let keys: Vec<SyscallErrnoKey> = errnos.into_keys().filter(|key| is_dead(key.tgid)).collect();
-    pass.errnos = delete_keys(maps.errnos.as_fd(), &keys)
-        .into_iter()
-        .filter(|&d| d)
-        .count();
-    Ok(pass)
+        // The daemon does not show errnos: the entries of exited processes just go.
+        for_each_entry(
+            maps.errnos.as_fd(),
+            8 * cpus,
+            scratch,
+            |key: SyscallErrnoKey, _| {
+                if is_dead(key.tgid) {
+                    errno_keys.push(key);
+                }
+            },
+        )?;
+        pass.errnos = delete_keys(maps.errnos.as_fd(), &errno_keys)
+            .into_iter()
+            .filter(|&d| d)
+            .count();
+        Ok(pass)
+    })();
+    scratch.dead = dead;
+    scratch.removed = removed;
+    scratch.exited = exited;
+    scratch.exited_keys = keys;
+    scratch.errno_keys = errno_keys;
+    result
 }
 
 /// The retiring thread; stopped and joined on drop.
@@ -244,12 +362,13 @@ impl Retirer {
                 .name("flamewarden-retire".into())
                 .spawn(move || {
                     let mut warned = false;
+                    let mut scratch = Scratch::default();
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::park_timeout(RETIRE_EVERY);
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        match retire_pass(&maps, &retired) {
+                        match retire_pass(&maps, &retired, &mut scratch) {
                             Ok(pass) => {
                                 count.fetch_add(pass.stats as u64, Ordering::Relaxed);
                             }

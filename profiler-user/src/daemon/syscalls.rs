@@ -146,6 +146,7 @@ impl SyscallCollector {
         let maps = RetireMaps {
             stats: map_fd::<SyscallKey, SyscallStats>(&ebpf, MAP_SYSCALL_STATS)?,
             errnos: map_fd::<SyscallErrnoKey, u64>(&ebpf, MAP_SYSCALL_ERRNOS)?,
+            cgroup_root: RetireMaps::open_cgroup_root(),
         };
         let retirer = Retirer::start(maps, Arc::clone(&retired))
             .inspect_err(|e| tracing::warn!("no syscall map upkeep thread: {e}"))

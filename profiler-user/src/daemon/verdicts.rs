@@ -44,6 +44,11 @@ pub struct VerdictRecord {
     pub wall_time_ms: Option<f64>,
     /// Violations seen.
     pub violations: u64,
+    /// A run's violations by (rule, action, count); the ones beyond those its verdict lists
+    /// are under rule `unlisted`. Empty for discovered sandboxes, whose violations the daemon
+    /// reads itself.
+    #[serde(default)]
+    pub violation_rules: Vec<(String, String, u64)>,
     /// When the daemon got it, ms since the epoch.
     #[serde(default)]
     pub unix_ms: u64,
@@ -70,6 +75,7 @@ pub fn report_to(path: &Path, verdict: &Verdict) {
         signal: verdict.signal,
         wall_time_ms: Some(verdict.wall_time_ms),
         violations: verdict.violations_total,
+        violation_rules: rule_counts(verdict),
         unix_ms: 0,
     };
     let Ok(text) = serde_json::to_vec(&record) else {
@@ -98,6 +104,24 @@ pub fn report_to(path: &Path, verdict: &Verdict) {
             Err(_) => return,
         }
     }
+}
+
+/// `verdict`'s violations counted by (rule, action).
+fn rule_counts(verdict: &Verdict) -> Vec<(String, String, u64)> {
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    for v in &verdict.violations {
+        *counts.entry((&v.rule, v.action)).or_default() += 1;
+    }
+    let unlisted = verdict
+        .violations_total
+        .saturating_sub(verdict.violations.len() as u64);
+    if unlisted > 0 {
+        *counts.entry(("unlisted", "unknown")).or_default() += unlisted;
+    }
+    counts
+        .into_iter()
+        .map(|((rule, action), n)| (rule.to_owned(), action.to_owned(), n))
+        .collect()
 }
 
 /// The daemon's end of the socket.
@@ -229,6 +253,7 @@ pub fn derive(path: &Path, end: &SandboxEnd) -> VerdictRecord {
         signal,
         wall_time_ms: None,
         violations: end.violations,
+        violation_rules: Vec::new(),
         unix_ms: unix_ms(),
     }
 }

@@ -205,9 +205,26 @@ pub enum AttachOutcome {
 /// Attaches the guard's programs to the cgroup at `cgroup` as links (which coexist with other
 /// programs) and pins everything, or adopts a complete earlier attachment. A partial one (an
 /// interrupted attach) is removed first.
+///
+/// Processes that attach to the same cgroup at once (the first runs of several `sandbox batch`
+/// processes, the daemon discovering their cgroups) take turns on an exclusive `flock` of the
+/// cgroup directory: the first attaches, the others adopt what it pinned, and none removes
+/// another's attachment half-way as a partial one.
 pub fn attach(cgroup: &Path) -> Result<(u64, PathBuf, AttachOutcome), GuardAttachError> {
     let id = cgroup_id(cgroup)?;
     system::ensure_bpffs().map_err(GuardAttachError::Bpffs)?;
+    let pin_err = |source| GuardAttachError::Pin {
+        path: cgroup.to_path_buf(),
+        source,
+    };
+    let lock = File::open(cgroup).map_err(pin_err)?;
+    // SAFETY: flock on a descriptor we own; the lock goes with it when `lock` is dropped.
+    while unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(pin_err(e));
+        }
+    }
     let dir = pin_dir(id);
     if is_attached(&dir) && same_layout(&dir) {
         return Ok((id, dir, AttachOutcome::Adopted));

@@ -84,6 +84,19 @@ struct Guarded {
     pids_max_hits: u64,
     oom_kills: u64,
     watches: Vec<WatchId>,
+    /// The daemon wrote its policy and derives its verdict. `false` for the runs of
+    /// `flamewarden sandbox run`/`batch` (a glob over their `flamewarden-sandboxes` parent):
+    /// a run writes and removes its own policy entry and reports its own verdict, so the
+    /// daemon only labels and lists it.
+    owned: bool,
+}
+
+/// Whether sandboxes below `parent` are made by `flamewarden sandbox run`, which guards them
+/// itself.
+fn is_run_parent(parent: &Path) -> bool {
+    parent
+        .file_name()
+        .is_some_and(|n| n == crate::sandbox::cgroup::PARENT)
 }
 
 /// The guard attached to the parent directory of a glob: its programs cover every cgroup
@@ -358,6 +371,9 @@ impl Node {
             let Some(g) = self.guarded.remove(&id) else {
                 continue;
             };
+            if !g.owned {
+                continue;
+            }
             if let Some(parent) = self.parents.get_mut(&g.parent)
                 && let Err(e) = parent.maps.remove_policy(id)
             {
@@ -386,6 +402,23 @@ impl Node {
             let Ok(id) = guard_probes::cgroup_id(&path) else {
                 continue;
             };
+            if is_run_parent(&glob.parent) {
+                self.guarded.insert(
+                    id,
+                    Guarded {
+                        path,
+                        glob: glob.glob.clone(),
+                        parent: glob.parent.clone(),
+                        violations: 0,
+                        enforce: glob.policy.mode == Mode::Enforce,
+                        pids_max_hits: 0,
+                        oom_kills: 0,
+                        watches: Vec::new(),
+                        owned: false,
+                    },
+                );
+                continue;
+            }
             let entries = attach::network_entries(&glob.policy.network, glob.policy.mode, id);
             let Some(parent) = self.parents.get_mut(&glob.parent) else {
                 continue;
@@ -409,6 +442,7 @@ impl Node {
                             pids_max_hits: 0,
                             oom_kills: 0,
                             watches,
+                            owned: true,
                         },
                     );
                     self.read_sandbox_events(id);
@@ -446,7 +480,7 @@ impl Node {
     fn reapply_policies(&mut self) {
         let config = Arc::clone(&self.config);
         let mut failed = Vec::new();
-        for (id, g) in &self.guarded {
+        for (id, g) in self.guarded.iter().filter(|(_, g)| g.owned) {
             let Some(glob) = config.sandboxes.iter().find(|s| s.glob == g.glob) else {
                 continue;
             };
