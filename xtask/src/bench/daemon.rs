@@ -250,7 +250,7 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let derived = sum(
         "flamewarden_sandbox_verdicts_total",
         &["source=\"discovered\""],
-    );
+    ) - derived_before;
     let violations_counted = sum("flamewarden_guard_violations_total", &[]);
     let soak_rss = soaked.samples.last().map_or(0, |s| s.1);
     // Growth once the rolling CPU window (300 s) is full: from the sample nearest half-way.
