@@ -18,7 +18,10 @@ use std::{
 };
 
 use daemon_support::{Daemon, GuardPins, judge_policy, sample, wait_for};
-use flamewarden_tests::{require_bpf, require_cgroup};
+use flamewarden_tests::{
+    require_bpf, require_cgroup,
+    sandbox::{Sandbox, escape_program},
+};
 
 /// The discovery budget of issue 7: a new sandbox is enforced this soon after its creation.
 const BUDGET: Duration = Duration::from_millis(100);
@@ -158,4 +161,118 @@ fn a_new_sandbox_is_guarded_at_once_streamed_counted_and_judged_when_removed() {
     );
     let listed = daemon.get("/api/v1/sandboxes").text();
     assert!(listed.contains(&path), "{listed}");
+}
+
+/// The runs of `flamewarden sandbox run` guard themselves (their own policy entry, their own
+/// verdict). A daemon whose glob covers their `flamewarden-sandboxes` parent lists them but
+/// must not write over their policy, derive a second verdict when their cgroup goes, or fight
+/// them over the parent's attachment: the first runs after a detach attach it at the same time
+/// as the daemon discovers them, and every one of them is judged.
+#[test]
+fn runs_of_sandbox_run_are_observed_counted_once_and_attach_in_turn() {
+    if !require_bpf() {
+        return;
+    }
+    let own = flamewarden_tests::cgroup::own_cgroup_dir().expect("own cgroup");
+    let parent = own.join("flamewarden-sandboxes");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[sandboxes]]\nglob = \"{}/*\"\npolicy = \"{}\"\n",
+        parent.display(),
+        judge_policy().display()
+    );
+    // Nothing attached on the parent: the runs below and the daemon attach it together.
+    if parent.is_dir() {
+        let detach = Command::new(flamewarden_tests::flamewarden_bin())
+            .args(["guard", "detach", "--cgroup"])
+            .arg(&parent)
+            .output()
+            .expect("run guard detach");
+        assert!(detach.status.success(), "guard detach: {detach:?}");
+    }
+    let daemon = Daemon::start(dir.path(), &config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let (connector, benign) = (escape_program("net_tcp"), escape_program("benign"));
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let (connector, benign, port) = (connector.clone(), benign.clone(), port.clone());
+            thread::spawn(move || {
+                let sandbox = Sandbox::new(&judge_policy());
+                if i % 2 == 0 {
+                    sandbox.run(&connector, &[port.into()])
+                } else {
+                    sandbox.run(&benign, &["0".into()])
+                }
+            })
+        })
+        .collect();
+    let verdicts: Vec<_> = runs
+        .into_iter()
+        .map(|r| r.join().expect("a run panicked").verdict)
+        .collect();
+    assert!(listener.accept().is_err(), "a connect got through");
+    let mut rules = std::collections::BTreeMap::<(String, String), f64>::new();
+    for (i, verdict) in verdicts.iter().enumerate() {
+        if i % 2 == 0 {
+            verdict.assert_status("security_violation");
+            for v in verdict.violations() {
+                let key = (
+                    v["rule"].as_str().unwrap().to_owned(),
+                    v["action"].as_str().unwrap().to_owned(),
+                );
+                *rules.entry(key).or_default() += 1.0;
+            }
+        } else {
+            verdict.assert_status("ok");
+        }
+    }
+    assert!(!rules.is_empty(), "no violation listed: {verdicts:?}");
+
+    // Each verdict counted once, from the run; each violation counted once, by its rule.
+    let counted = wait_for(Duration::from_secs(5), || {
+        let text = daemon.metrics();
+        let run = |status: &str| {
+            sample(
+                &text,
+                "flamewarden_sandbox_verdicts_total",
+                &format!("status=\"{status}\",source=\"run\""),
+            )
+        };
+        (run("security_violation")? == 2.0 && run("ok")? == 2.0).then_some(text)
+    });
+    let text = counted.unwrap_or_else(|| {
+        panic!(
+            "the daemon did not count 2 + 2 run verdicts:\n{}\n{}",
+            daemon.metrics(),
+            daemon.log_text()
+        )
+    });
+    // Discovery runs every 50 ms: give it time to see the cgroups gone.
+    thread::sleep(Duration::from_millis(500));
+    let text = [text, daemon.metrics()].join("\n");
+    assert!(
+        !text.contains("source=\"discovered\""),
+        "a run's verdict was derived again by the daemon:\n{text}"
+    );
+    for ((rule, action), n) in &rules {
+        let labels = format!("rule=\"{rule}\",action=\"{action}\"");
+        assert_eq!(
+            sample(&text, "flamewarden_guard_violations_total", &labels),
+            Some(*n),
+            "violations {labels}:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "flamewarden_guard_attach_errors_total", ""),
+        Some(0.0),
+        "{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("guard failed") && !log.contains("removing the policy"),
+        "{log}"
+    );
 }

@@ -385,6 +385,48 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_violations_are_counted_by_rule_and_the_unlisted_apart() {
+        let violation = |rule: &str, action: &'static str| crate::sandbox::Violation {
+            rule: rule.into(),
+            action,
+            syscall: None,
+            argument: None,
+            errno: None,
+            pid: 1,
+            time_ms: 0.0,
+            stack: Vec::new(),
+        };
+        let mut v = verdict(crate::sandbox::Status::SecurityViolation);
+        v.violations = vec![
+            violation("network.deny_all", "denied"),
+            violation("filesystem", "denied"),
+            violation("network.deny_all", "denied"),
+        ];
+        v.violations_total = 5;
+        let counts = rule_counts(&v);
+        assert_eq!(
+            counts,
+            [
+                ("filesystem".to_owned(), "denied".to_owned(), 1),
+                ("network.deny_all".to_owned(), "denied".to_owned(), 2),
+                ("unlisted".to_owned(), "unknown".to_owned(), 2),
+            ]
+        );
+        // What a run sends is what the daemon reads back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = VerdictListener::bind_at(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        listener
+            .receive_on_thread(move |r| tx.send(r).is_ok())
+            .unwrap();
+        report_to(&path, &v);
+        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(got.violation_rules, counts);
+        assert_eq!(got.violations, 5);
+    }
+
+    #[test]
     fn a_datagram_that_is_not_a_verdict_is_counted_apart() {
         assert!(parse(b"{\"status\": 1}").is_none());
         assert!(parse(b"not json").is_none());

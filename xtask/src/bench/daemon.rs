@@ -381,6 +381,19 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         0,
         verdict(map_full == 0.0)
     );
+    for name in [
+        "flamewarden_events_lost_total",
+        "flamewarden_map_full_errors_total",
+    ] {
+        for line in metrics.lines().filter(|l| l.starts_with(name)) {
+            if line
+                .rsplit_once(' ')
+                .is_some_and(|(_, v)| v.parse::<f64>().is_ok_and(|v| v > 0.0))
+            {
+                println!("  {line}");
+            }
+        }
+    }
     println!(
         "{:<44} {:>12} {:>10} {}",
         "connections that got through",
