@@ -91,6 +91,22 @@ struct Guarded {
     owned: bool,
 }
 
+impl Guarded {
+    fn new(path: PathBuf, glob: &SandboxGlob, watches: Vec<WatchId>, owned: bool) -> Self {
+        Guarded {
+            path,
+            glob: glob.glob.clone(),
+            parent: glob.parent.clone(),
+            violations: 0,
+            enforce: glob.policy.mode == Mode::Enforce,
+            pids_max_hits: 0,
+            oom_kills: 0,
+            watches,
+            owned,
+        }
+    }
+}
+
 /// Whether sandboxes below `parent` are made by `flamewarden sandbox run`, which guards them
 /// itself.
 fn is_run_parent(parent: &Path) -> bool {
@@ -403,20 +419,8 @@ impl Node {
                 continue;
             };
             if is_run_parent(&glob.parent) {
-                self.guarded.insert(
-                    id,
-                    Guarded {
-                        path,
-                        glob: glob.glob.clone(),
-                        parent: glob.parent.clone(),
-                        violations: 0,
-                        enforce: glob.policy.mode == Mode::Enforce,
-                        pids_max_hits: 0,
-                        oom_kills: 0,
-                        watches: Vec::new(),
-                        owned: false,
-                    },
-                );
+                self.guarded
+                    .insert(id, Guarded::new(path, glob, Vec::new(), false));
                 continue;
             }
             let entries = attach::network_entries(&glob.policy.network, glob.policy.mode, id);
@@ -431,20 +435,8 @@ impl Node {
                         glob.policy_file.display()
                     );
                     let watches = self.watch_sandbox(id, &path);
-                    self.guarded.insert(
-                        id,
-                        Guarded {
-                            path,
-                            glob: glob.glob.clone(),
-                            parent: glob.parent.clone(),
-                            violations: 0,
-                            enforce: glob.policy.mode == Mode::Enforce,
-                            pids_max_hits: 0,
-                            oom_kills: 0,
-                            watches,
-                            owned: true,
-                        },
-                    );
+                    self.guarded
+                        .insert(id, Guarded::new(path, glob, watches, true));
                     self.read_sandbox_events(id);
                 }
                 Err(e) => self.attach_failed(&path, &e),
