@@ -531,3 +531,68 @@ fn json_logs_are_one_object_per_line_with_level_and_message() {
     assert!(has("ERROR", "config reload refused"), "{log}");
     assert!(has("INFO", "stopped"), "{log}");
 }
+
+#[test]
+fn slow_calls_are_events_but_the_waiting_syscalls_are_not() {
+    if !require_bpf() {
+        return;
+    }
+    let Some(cgroup) = require_cgroup("daemon-slow") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The default ignore list: nanosleep waits by design, a blocked pipe read is slow.
+    let daemon = Daemon::start(dir.path(), "slow_call_ms = 100\n");
+    let mut reader = cgroup.spawn(
+        Command::new(SysWorkload::Pipe.path()).stdout(Stdio::null()),
+        "sys_pipe",
+    );
+    let reader_pid = reader.pid();
+    assert!(reader.wait_or_kill(Duration::from_secs(30)).success());
+    let mut sleeper = cgroup.spawn(
+        Command::new(SysWorkload::Calls.path())
+            .args(["nanosleep", "1", "150"])
+            .stdout(Stdio::null()),
+        "sys_calls nanosleep",
+    );
+    assert!(sleeper.wait_or_kill(Duration::from_secs(30)).success());
+    let path = cgroup.path().display().to_string();
+    let ours = |events: &serde_json::Value| -> Vec<serde_json::Value> {
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "slow_call" && e["cgroup"] == path.as_str())
+            .cloned()
+            .collect()
+    };
+    let read = wait_for(Duration::from_secs(5), || {
+        let events: serde_json::Value =
+            serde_json::from_str(&daemon.get("/api/v1/events").text()).ok()?;
+        ours(&events)
+            .into_iter()
+            .find(|e| e["syscall"] == "read")
+            .map(|e| (e, events))
+    });
+    let (read, events) = read.unwrap_or_else(|| {
+        panic!(
+            "no slow read of {path} in /api/v1/events:\n{}",
+            daemon.get("/api/v1/events").text()
+        )
+    });
+    assert_eq!(read["pid"], reader_pid, "{read}");
+    let took = read["duration_ns"].as_f64().unwrap();
+    assert!(
+        (250e6..5e9).contains(&took),
+        "a 300 ms read took {took} ns: {read}"
+    );
+    assert!(read["args"].as_str().unwrap().contains("fd="), "{read}");
+    let slept: Vec<_> = ours(&events)
+        .into_iter()
+        .filter(|e| e["syscall"] == "nanosleep")
+        .collect();
+    assert!(
+        slept.is_empty(),
+        "an ignored syscall was reported: {slept:?}"
+    );
+}

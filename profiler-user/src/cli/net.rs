@@ -104,7 +104,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
         session.description()
     );
     let mut cgroups = CgroupNames::new();
-    let clock_offset_ns = realtime_minus_monotonic_ns();
+    let clock_offset_ns = crate::syscalls::realtime_minus_monotonic_ns();
     // Kept undecoded while tracing runs: decoding is for the report (or an --events line).
     let mut closed = ClosedConnections::new();
     let events_to_stderr = with_command || (args.json && args.output.is_none());
@@ -282,19 +282,6 @@ fn name_cgroups(names: &mut CgroupNames, ids: impl IntoIterator<Item = u64>) {
             .unwrap_or_else(|| format!("cgroup #{id}"));
         names.insert(id, name);
     }
-}
-
-fn realtime_minus_monotonic_ns() -> i64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod slow;
 
 use live::draw_live;
 use names::NameCache;
-use slow::{SlowCalls, realtime_minus_monotonic_ns};
+use slow::SlowCalls;
 
 use super::record::{choose_target, parse_secs};
 use crate::{
@@ -248,7 +248,7 @@ fn trace(
         tracker,
         symbolizer: Symbolizer::new(),
         reader: SlowCallReader::take(&mut ebpf)?,
-        clock_offset_ns: realtime_minus_monotonic_ns(),
+        clock_offset_ns: crate::syscalls::realtime_minus_monotonic_ns(),
         names: NameCache::default(),
         calls: Vec::new(),
     };

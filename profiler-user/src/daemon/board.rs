@@ -32,6 +32,8 @@ pub enum LiveEvent {
     Violation(ViolationRecord),
     /// A sandbox verdict.
     Verdict(VerdictRecord),
+    /// A syscall slower than `slow_call_ms`.
+    SlowCall(crate::syscalls::SlowCall),
 }
 
 /// A guarded sandbox.
@@ -119,6 +121,7 @@ impl GuardBoard {
                     self.recent_verdicts.pop_front();
                 }
             }
+            LiveEvent::SlowCall(_) => {}
         }
         let event = Arc::new(event);
         // No stream listening is fine.

@@ -39,9 +39,39 @@ pub struct ConfigFile {
     pub cpu_slot_seconds: u64,
     /// How often the sandbox globs are looked at, ms.
     pub discovery_interval_ms: u64,
+    /// Syscalls at least this slow, ms, are events (0: none).
+    pub slow_call_ms: u64,
+    /// Syscalls that wait by design, never slow-call events.
+    pub slow_call_ignore: Vec<Spanned<String>>,
     /// Globs of sandbox cgroups and their policies.
     pub sandboxes: Vec<SandboxGlobFile>,
 }
+
+/// The syscalls that wait by design (for events, timers, children, signals): a thread parked in
+/// one is idle, not slow.
+pub const WAITING_SYSCALLS: [&str; 21] = [
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "futex",
+    "futex_waitv",
+    "nanosleep",
+    "clock_nanosleep",
+    "wait4",
+    "waitid",
+    "pause",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "io_getevents",
+    "io_pgetevents",
+    "accept",
+    "accept4",
+    "msgrcv",
+];
 
 impl Default for ConfigFile {
     fn default() -> Self {
@@ -56,6 +86,11 @@ impl Default for ConfigFile {
             cpu_window_seconds: 300,
             cpu_slot_seconds: 10,
             discovery_interval_ms: 50,
+            slow_call_ms: 1000,
+            slow_call_ignore: WAITING_SYSCALLS
+                .iter()
+                .map(|n| Spanned::new(0..0, (*n).to_owned()))
+                .collect(),
             sandboxes: Vec::new(),
         }
     }
@@ -107,6 +142,10 @@ pub struct DaemonConfig {
     pub cpu_slot_seconds: u64,
     /// Discovery period, ms.
     pub discovery_interval_ms: u64,
+    /// Slow-call threshold, ns (0: none).
+    pub slow_call_ns: u64,
+    /// Syscall numbers never reported as slow.
+    pub slow_call_ignore: std::collections::BTreeSet<u32>,
     /// Sandbox globs with their compiled policies.
     pub sandboxes: Vec<SandboxGlob>,
 }
@@ -211,6 +250,23 @@ fn validate(
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    let mut slow_call_ignore = std::collections::BTreeSet::new();
+    for (i, name) in file.slow_call_ignore.iter().enumerate() {
+        // The waiting syscalls of another architecture (aarch64 has no `poll`) are not errors.
+        if WAITING_SYSCALLS.contains(&name.get_ref().as_str())
+            && crate::syscalls::parse_syscall(name.get_ref()).is_none()
+        {
+            continue;
+        }
+        let nr = crate::syscalls::parse_syscall(name.get_ref()).ok_or_else(|| {
+            ConfigError::Invalid(source.value_error(
+                name.span(),
+                format!("slow_call_ignore[{i}]"),
+                format!("`{}` is not a syscall of this architecture", name.get_ref()),
+            ))
+        })?;
+        slow_call_ignore.insert(nr);
+    }
     let mut sandboxes = Vec::new();
     for (i, entry) in file.sandboxes.iter().enumerate() {
         let glob = entry.glob.get_ref();
@@ -255,6 +311,8 @@ fn validate(
             .cpu_slot_seconds
             .clamp(1, file.cpu_window_seconds.max(1)),
         discovery_interval_ms: file.discovery_interval_ms.clamp(10, 10_000),
+        slow_call_ns: file.slow_call_ms.saturating_mul(1_000_000),
+        slow_call_ignore,
         sandboxes,
     })
 }
@@ -308,6 +366,31 @@ mod tests {
         assert_eq!(config.cpu_sampling_hz, defaults.cpu_sampling_hz);
         assert_eq!(config.cpu_window_seconds, defaults.cpu_window_seconds);
         assert_eq!(config.cpu_slot_seconds, defaults.cpu_slot_seconds);
+        assert_eq!(config.slow_call_ns, defaults.slow_call_ns);
+        assert_eq!(config.slow_call_ignore, defaults.slow_call_ignore);
+        let nanosleep = crate::syscalls::parse_syscall("nanosleep").unwrap();
+        assert!(config.slow_call_ignore.contains(&nanosleep));
+    }
+
+    #[test]
+    fn an_unknown_syscall_to_ignore_is_refused_with_its_location() {
+        let text = "slow_call_ms = 10\nslow_call_ignore = [\"futex\", \"sleeep\"]\n";
+        let err = parse(Path::new("c.toml"), text, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:2:30"), "{err}");
+        assert!(
+            err.contains("slow_call_ignore[1]") && err.contains("sleeep"),
+            "{err}"
+        );
+        let config = parse(
+            Path::new("c.toml"),
+            "slow_call_ms = 10\nslow_call_ignore = []\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.slow_call_ns, 10_000_000);
+        assert!(config.slow_call_ignore.is_empty());
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub fn frame(event: &LiveEvent) -> Bytes {
     let kind = match event {
         LiveEvent::Violation(_) => "violation",
         LiveEvent::Verdict(_) => "verdict",
+        LiveEvent::SlowCall(_) => "slow_call",
     };
     Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
 }

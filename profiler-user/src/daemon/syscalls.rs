@@ -24,7 +24,7 @@ use crate::{
     collect::{
         SampleMaps,
         net::{NetCollector, NetOptions},
-        syscalls::snapshot_syscalls,
+        syscalls::{SlowCallReader, snapshot_syscalls},
     },
     net::{CgroupTraffic, ConnEvent, NetCounters},
     probes::{self, CpuSampler, Family, MapSizes, ProbeError, ProcessCounter, SyscallTracer},
@@ -84,6 +84,8 @@ pub struct SyscallCollector {
     _retirer: Option<Retirer>,
     /// The TCP tracer's event stream.
     net: NetCollector,
+    /// The ring buffer of slow calls.
+    slow: SlowCallReader,
 }
 
 /// A duplicate of the fd of the per-CPU hash `name`, for another thread.
@@ -111,7 +113,10 @@ fn map_fd<K: aya::Pod, V: aya::Pod>(
 impl SyscallCollector {
     /// Loads the object and attaches the syscall tracer to every process of the system, and
     /// the CPU sampler at `cpu_hz` (unless 0), whose maps are handed out for the CPU thread.
-    pub fn start(cpu_hz: u64) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
+    pub fn start(
+        cpu_hz: u64,
+        slow_threshold_ns: u64,
+    ) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
         // The always-on sampler runs at a low rate: a slot holds a few hundred samples.
         let sizes = MapSizes {
             sample_keys: Some(4096),
@@ -128,11 +133,12 @@ impl SyscallCollector {
         let mut session = Session::prepare(&RecordTarget::All)?;
         session.apply(&mut ebpf)?;
         let config = SyscallConfig {
-            slow_threshold_ns: 0,
+            slow_threshold_ns,
             capture_stacks: 0,
             _pad: 0,
         };
         SyscallTracer::attach(&mut ebpf, config)?;
+        let slow = SlowCallReader::take(&mut ebpf)?;
         let net = NetCollector::attach(&mut ebpf, NetOptions { events: true })?;
         ProcessCounter::attach(&mut ebpf)?;
         let samples = if cpu_hz > 0 {
@@ -157,6 +163,7 @@ impl SyscallCollector {
                 retired,
                 _retirer: retirer,
                 net,
+                slow,
             },
             samples,
         ))
@@ -176,6 +183,11 @@ impl SyscallCollector {
     /// The loaded object, for the readers of its other maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The slow calls since the previous call.
+    pub fn slow_calls(&mut self) -> Vec<profiler_common::SlowSyscallEvent> {
+        self.slow.read()
     }
 
     /// The TCP events since the previous call.

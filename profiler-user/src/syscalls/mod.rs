@@ -13,7 +13,7 @@ pub use histogram::{Bucket, LatencyHistogram, format_ns, percentile, render_asci
 pub use json::{SYSCALLS_SCHEMA, to_json};
 pub use names::{errno_name, parse_syscall, syscall_name};
 pub use render::{footer, render_table};
-pub use slow::SlowCall;
+pub use slow::{SlowCall, realtime_minus_monotonic_ns};
 pub use table::{
     GroupBy, GroupKey, Names, SyscallCounters, SyscallLatency, SyscallRow, SyscallSnapshot,
     SyscallTable, build_table, latency_of,

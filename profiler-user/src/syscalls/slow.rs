@@ -13,6 +13,20 @@ use super::{
 };
 use crate::{profile::Frame, record::assemble::comm_str};
 
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, ns: turns `bpf_ktime_get_ns` times into wall time.
+pub fn realtime_minus_monotonic_ns() -> i64 {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
 /// Largest errno the kernel returns as a negative value.
 const MAX_ERRNO: i64 = 4095;
 /// `AT_FDCWD` as a file-descriptor argument.

@@ -72,17 +72,3 @@ impl SlowCalls {
         Ok(())
     }
 }
-
-/// `CLOCK_REALTIME - CLOCK_MONOTONIC` now, ns: turns `bpf_ktime_get_ns` times into wall time.
-pub(super) fn realtime_minus_monotonic_ns() -> i64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
-}

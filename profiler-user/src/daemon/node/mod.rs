@@ -32,7 +32,7 @@ use crate::{
     net::{CgroupTraffic, NetCounters},
     policy::Mode,
     probes::guard::{self as guard_probes, AttachOutcome, GuardMaps},
-    syscalls::SyscallCounters,
+    syscalls::{SlowCall, SyscallCounters, realtime_minus_monotonic_ns},
 };
 
 mod ends;
@@ -157,7 +157,8 @@ impl Node {
         board: Arc<Mutex<GuardBoard>>,
         wake: mpsc::Sender<NodeRequest>,
     ) -> Result<(Self, Option<SampleMaps>), crate::record::RecordError> {
-        let (syscalls, samples) = SyscallCollector::start(config.cpu_sampling_hz)?;
+        let (syscalls, samples) =
+            SyscallCollector::start(config.cpu_sampling_hz, config.slow_call_ns)?;
         let watcher = Watcher::start(wake.clone(), NodeRequest::Changed)
             .inspect_err(|e| tracing::warn!("inotify unavailable, discovery polls only: {e}"))
             .ok();
@@ -249,6 +250,7 @@ impl Node {
             for event in self.syscalls.net_events() {
                 self.tcp.record(&event);
             }
+            self.drain_slow_calls();
             if self.last_upkeep.elapsed() >= UPKEEP_EVERY {
                 self.last_upkeep = Instant::now();
                 let live = CgroupNames::all_ids();
@@ -525,6 +527,29 @@ impl Node {
         let mut board = self.board.lock().unwrap();
         board.sandboxes = sandboxes;
         board.events_lost = lost;
+    }
+
+    /// Publishes the slow calls since the last tick, but those of the waiting syscalls.
+    fn drain_slow_calls(&mut self) {
+        let events = self.syscalls.slow_calls();
+        if events.is_empty() {
+            return;
+        }
+        let offset = realtime_minus_monotonic_ns();
+        let mut calls = Vec::new();
+        for e in events {
+            if self.config.slow_call_ignore.contains(&e.nr) {
+                continue;
+            }
+            let time = (e.exit_ns as i64).saturating_add(offset).max(0) as u64;
+            let cgroup = self.cgroup_label(e.cgroup_id);
+            calls.push(SlowCall::from_event(&e, time, cgroup, &[]));
+        }
+        let keep = self.config.events_kept;
+        let mut board = self.board.lock().unwrap();
+        for call in calls {
+            board.push(LiveEvent::SlowCall(call), keep);
+        }
     }
 
     fn drain_events(&mut self) {
