@@ -37,6 +37,9 @@ use crate::{
 
 mod ends;
 
+/// How often the globs' parents are read even when inotify reported nothing.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the totals of removed cgroups are folded together and freed memory is given back.
 const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -146,6 +149,8 @@ pub struct Node {
     board: Arc<Mutex<GuardBoard>>,
     lost_of_removed: u64,
     last_upkeep: Instant,
+    /// When the globs' parents were last read whole.
+    last_scan: Instant,
 }
 
 impl Node {
@@ -191,6 +196,7 @@ impl Node {
             board,
             lost_of_removed: 0,
             last_upkeep: Instant::now(),
+            last_scan: Instant::now(),
         };
         // Attaching to the globs' parents verifies the guard's programs (about a second); it
         // is done before the daemon reports ready, so that a sandbox made afterwards costs
@@ -246,7 +252,12 @@ impl Node {
             next_tick = Instant::now() + period;
             // Violations first: a sandbox that is gone gets a verdict that counts them.
             self.drain_events();
-            self.discover();
+            // Inotify on every glob's parent says when a sandbox comes or goes: the parents
+            // are read on its word, and once a second in case it missed something.
+            if now_due || self.last_scan.elapsed() >= FULL_SCAN_EVERY || !self.parents_watched() {
+                self.last_scan = Instant::now();
+                self.discover();
+            }
             for event in self.syscalls.net_events() {
                 self.tcp.record(&event);
             }
@@ -308,7 +319,11 @@ impl Node {
     fn cgroup_label(&mut self, id: u64) -> String {
         match id {
             REMOVED_CGROUPS => "removed".to_owned(),
-            _ => self.names.path(id),
+            // A guarded sandbox's path is known, even when it is newer than the names' scan.
+            _ => match self.guarded.get(&id) {
+                Some(g) => g.path.display().to_string(),
+                None => self.names.path(id),
+            },
         }
     }
 
@@ -354,6 +369,16 @@ impl Node {
                 false
             }
         }
+    }
+
+    /// Whether inotify watches the parent of every glob (without it, discovery polls).
+    fn parents_watched(&self) -> bool {
+        self.watcher.is_some()
+            && self
+                .config
+                .sandboxes
+                .iter()
+                .all(|g| self.parent_watches.contains_key(&g.parent))
     }
 
     /// Writes the policy of new matching cgroups, removes that of removed ones.
@@ -537,8 +562,10 @@ impl Node {
         }
         let offset = realtime_minus_monotonic_ns();
         let mut calls = Vec::new();
+        let own = std::process::id();
         for e in events {
-            if self.config.slow_call_ignore.contains(&e.nr) {
+            // The daemon's own threads wait on purpose (the verdict socket, with a timeout).
+            if e.tgid == own || self.config.slow_call_ignore.contains(&e.nr) {
                 continue;
             }
             let time = (e.exit_ns as i64).saturating_add(offset).max(0) as u64;
@@ -570,7 +597,7 @@ impl Node {
             }
             records.push(ViolationRecord {
                 unix_ms,
-                cgroup: self.names.path(violation.cgroup_id),
+                cgroup: self.cgroup_label(violation.cgroup_id),
                 violation,
             });
         }
