@@ -404,6 +404,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cgroup_is_found_by_its_id_and_a_made_up_id_is_not() {
+        let root = RetireMaps::open_cgroup_root().expect("a cgroup2 mount");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let path = crate::probes::net::cgroup2_root()
+            .unwrap()
+            .join(relative.trim_start_matches('/'));
+        let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(cgroup_exists(root.as_fd(), id), Some(true));
+            assert_eq!(cgroup_exists(root.as_fd(), u64::MAX - 7), Some(false));
+        } else {
+            // Without CAP_DAC_READ_SEARCH the kernel does not say: the caller keeps the entry.
+            assert_eq!(cgroup_exists(root.as_fd(), id), None);
+        }
+    }
+
+    #[test]
     fn per_cpu_statistics_are_summed_across_cpus() {
         let stride = size_of::<SyscallStats>().next_multiple_of(8);
         let mut raw = vec![0u8; stride * 2];
