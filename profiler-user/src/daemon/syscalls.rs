@@ -185,6 +185,16 @@ impl SyscallCollector {
         &mut self.ebpf
     }
 
+    /// Sets the slow-call threshold (0: none) of the running tracer.
+    pub fn set_slow_threshold(&mut self, slow_threshold_ns: u64) -> Result<(), ProbeError> {
+        let config = SyscallConfig {
+            slow_threshold_ns,
+            capture_stacks: 0,
+            _pad: 0,
+        };
+        SyscallTracer::reconfigure(&mut self.ebpf, config)
+    }
+
     /// The slow calls since the previous call.
     pub fn slow_calls(&mut self) -> Vec<profiler_common::SlowSyscallEvent> {
         self.slow.read()

@@ -35,6 +35,11 @@ impl SyscallTracer {
         Ok(Self)
     }
 
+    /// Replaces the configuration of the attached tracer (its next calls see it).
+    pub fn reconfigure(ebpf: &mut Ebpf, config: SyscallConfig) -> Result<(), ProbeError> {
+        set_config(ebpf, MAP_SYSCALL_CONFIG, config)
+    }
+
     /// Detaches both tracepoints (entry first); what they counted stays in the maps.
     pub fn stop(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         for name in [ENTER, EXIT] {

@@ -229,6 +229,11 @@ impl Node {
                     let _ = reply.send(view);
                 }
                 Ok(NodeRequest::Reload(config)) => {
+                    if config.slow_call_ns != self.config.slow_call_ns
+                        && let Err(e) = self.syscalls.set_slow_threshold(config.slow_call_ns)
+                    {
+                        tracing::warn!("slow-call threshold not changed: {e}");
+                    }
                     self.config = config;
                     self.reapply_policies();
                     tracing::info!("configuration reloaded");
