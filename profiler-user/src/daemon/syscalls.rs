@@ -123,10 +123,16 @@ impl SyscallCollector {
             stacks: Some(4096),
         };
         // Ring buffers are mapped (and resident) whole: the daemon reads them every 50 ms, a
-        // fraction of the size a one-off trace uses is plenty.
+        // fraction of the size a one-off trace uses is plenty. The errno map holds the live
+        // processes of a whole node that failed a call (a parallel build has hundreds): four
+        // times a one-off trace's (1 MB of kernel memory on 2 CPUs).
         let rings = [
             (profiler_common::MAP_NET_EVENTS, 256 << 10),
             (profiler_common::MAP_SYSCALL_EVENTS, 64 << 10),
+            (
+                MAP_SYSCALL_ERRNOS,
+                4 * profiler_common::DEFAULT_SYSCALL_ERRNO_KEYS,
+            ),
         ];
         let families = [Family::Syscalls, Family::Net, Family::Lifecycle];
         let mut ebpf = probes::load_tuned(sizes, &families, &rings)?;
