@@ -411,9 +411,7 @@ pub fn try_set_state<K: Access>(ctx: *mut core::ffi::c_void) -> Result<(), i64> 
     ) {
         return Ok(());
     }
-    let Some(sk) = K::tcp_sock(sk) else {
-        return Ok(());
-    };
+    // Keyed by the socket's address: the `tcp_sock` is only needed (and taken) to read.
     let Some(conn) = NET_CONNS.get_ptr_mut(sk) else {
         return Ok(());
     };
@@ -428,7 +426,9 @@ pub fn try_set_state<K: Access>(ctx: *mut core::ffi::c_void) -> Result<(), i64> 
                 (*conn).established_ns = now;
                 (*conn).flags = flags | CONN_ESTABLISHED;
             }
-            read_endpoints::<K>(sk, conn);
+            if let Some(tp) = K::tcp_sock(sk) {
+                read_endpoints::<K>(tp, conn);
+            }
             if flags & CONN_TARGETED != 0 && events_enabled() {
                 emit(NetEventKind::Open, sk, old, 0, conn, now);
             }
@@ -451,11 +451,14 @@ pub fn try_set_state<K: Access>(ctx: *mut core::ffi::c_void) -> Result<(), i64> 
         tcp_state::CLOSE => {
             if flags & CONN_TARGETED != 0 {
                 // Established connections had theirs read at ESTABLISHED.
-                if flags & CONN_ESTABLISHED == 0 {
-                    read_endpoints::<K>(sk, conn);
+                let mut error = 0;
+                if let Some(tp) = K::tcp_sock(sk) {
+                    if flags & CONN_ESTABLISHED == 0 {
+                        read_endpoints::<K>(tp, conn);
+                    }
+                    read_bytes::<K>(tp, conn);
+                    error = K::read::<i32>(tp, layout!(sk_err)).unwrap_or(0);
                 }
-                read_bytes::<K>(sk, conn);
-                let error = K::read::<i32>(sk, layout!(sk_err)).unwrap_or(0);
                 // SAFETY: a helper without arguments.
                 let now = unsafe { bpf_ktime_get_ns() };
                 emit(NetEventKind::Close, sk, old, error, conn, now);
