@@ -33,9 +33,13 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, perf_event, raw_tracepoint, tracepoint},
+    EbpfContext as _,
+    macros::{
+        btf_tracepoint, cgroup_sock, cgroup_sock_addr, perf_event, raw_tracepoint, tracepoint,
+    },
     programs::{
-        PerfEventContext, RawTracePointContext, SockAddrContext, SockContext, TracePointContext,
+        BtfTracePointContext, PerfEventContext, RawTracePointContext, SockAddrContext, SockContext,
+        TracePointContext,
     },
 };
 use profiler_common::GuardHook;
@@ -165,7 +169,15 @@ pub fn guard_sock_create(ctx: SockContext) -> i32 {
 /// Raw tracepoint `inet_sock_set_state`: TCP connection opens, state changes and closes.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn net_set_state(ctx: RawTracePointContext) -> i32 {
-    match net::try_set_state(&ctx) {
+    match net::try_set_state::<net::Probe>(ctx.as_ptr()) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `net_set_state` as a BTF-typed raw tracepoint: plain loads instead of probe reads.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn net_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    match net::try_set_state::<net::Direct>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
 }
@@ -173,7 +185,15 @@ pub fn net_set_state(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_retransmit_skb`: retransmissions of tracked connections.
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn net_retransmit(ctx: RawTracePointContext) -> i32 {
-    match net::try_retransmit(&ctx) {
+    match net::try_retransmit::<net::Probe>(ctx.as_ptr()) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `net_retransmit` as a BTF-typed raw tracepoint.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn net_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
+    match net::try_retransmit::<net::Direct>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
 }
@@ -181,7 +201,7 @@ pub fn net_retransmit(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_receive_reset`: RSTs received by tracked connections.
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn net_receive_reset(ctx: RawTracePointContext) -> i32 {
-    match net::try_receive_reset(&ctx) {
+    match net::try_receive_reset(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
 }
@@ -189,7 +209,7 @@ pub fn net_receive_reset(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_send_reset`: RSTs sent.
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn net_send_reset(ctx: RawTracePointContext) -> i32 {
-    match net::try_send_reset(&ctx) {
+    match net::try_send_reset(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
 }

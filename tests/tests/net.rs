@@ -40,6 +40,20 @@ fn trace_client(pair: &NetnsPair, flags: &[&str], client: &[&str]) -> NetReport 
     report
 }
 
+/// Flags that make `flamewarden net` log its programs' recursion misses at the end (runs the
+/// kernel skipped because the program was already running on that CPU: events not seen).
+const LOG_RECURSION_MISSES: [&str; 2] = ["--log", "warn,flamewarden::probes::net=debug"];
+
+/// The line with the programs' recursion misses, from a run with [`LOG_RECURSION_MISSES`].
+fn recursion_misses(report: &NetReport) -> &str {
+    report
+        .run
+        .stderr
+        .lines()
+        .find(|l| l.contains("network tracer programs:"))
+        .unwrap_or("(no recursion misses logged)")
+}
+
 fn figures(conn: &Value) -> String {
     format!(
         "{} -> {} latency {} retrans {}/{} resets {}/{} in {} out {} failure {}",
@@ -110,13 +124,18 @@ fn a_dropped_first_syn_shows_as_one_second_of_connect_latency_and_a_retransmit()
              == syn quota until 100 bytes drop"
         ),
     );
+    let mut flags = vec!["--events"];
+    flags.extend(LOG_RECURSION_MISSES);
     let report = trace_client(
         &pair,
-        &["--events"],
+        &flags,
         &["connect", &pair.server_ip, &port, "1", "10", "10"],
     );
+    // Printed up front and in every failure: a miss is an event the tracer did not see.
+    let misses = recursion_misses(&report);
+    eprintln!("{misses}");
     let conns = report.connects_to(PORT);
-    assert_eq!(conns.len(), 1, "{:#?}", report.connections());
+    assert_eq!(conns.len(), 1, "{:#?}\n{misses}", report.connections());
     let conn = conns[0];
     // --events streams the retransmitted SYN, the open and the close (to stderr, as a command
     // owns stdout).
@@ -134,10 +153,14 @@ fn a_dropped_first_syn_shows_as_one_second_of_connect_latency_and_a_retransmit()
     let latency = num(conn, "connect_latency_ns") as f64 / 1e9;
     assert!(
         (1.0..=1.3).contains(&latency),
-        "connect latency {latency:.3} s, expected the initial SYN timeout, 1.0-1.3 s"
+        "connect latency {latency:.3} s, expected the initial SYN timeout, 1.0-1.3 s; {misses}"
     );
-    assert!(num(conn, "retransmits") >= 1, "{}", figures(conn));
-    assert!(num(conn, "syn_retransmits") >= 1, "{}", figures(conn));
+    assert!(num(conn, "retransmits") >= 1, "{}; {misses}", figures(conn));
+    assert!(
+        num(conn, "syn_retransmits") >= 1,
+        "{}; {misses}",
+        figures(conn)
+    );
 }
 
 #[test]

@@ -2,24 +2,38 @@
 
 use std::{
     fs::{self, File},
+    os::fd::{AsFd as _, AsRawFd as _},
     path::PathBuf,
 };
 
 use aya::{
-    Ebpf,
+    Btf, Ebpf,
     maps::Array,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
+        RawTracePoint,
+    },
 };
 use profiler_common::{MAP_NET_CONFIG, NetConfig};
 
 use super::ProbeError;
 
-/// (program, raw tracepoint) pairs, attached in this order.
-const TRACEPOINTS: [(&str, &str); 4] = [
-    ("net_set_state", "inet_sock_set_state"),
-    ("net_retransmit", "tcp_retransmit_skb"),
-    ("net_receive_reset", "tcp_receive_reset"),
-    ("net_send_reset", "tcp_send_reset"),
+/// (raw tracepoint program, its BTF-typed build if any, tracepoint), attached in this order.
+/// The BTF-typed build (`tp_btf`) reads the socket with plain loads instead of a helper call
+/// per field; the plain raw tracepoint is the fallback when it does not load.
+const TRACEPOINTS: [(&str, Option<&str>, &str); 4] = [
+    (
+        "net_set_state",
+        Some("net_set_state_btf"),
+        "inet_sock_set_state",
+    ),
+    (
+        "net_retransmit",
+        Some("net_retransmit_btf"),
+        "tcp_retransmit_skb",
+    ),
+    ("net_receive_reset", None, "tcp_receive_reset"),
+    ("net_send_reset", None, "tcp_send_reset"),
 ];
 /// (program, direction) of the traffic counters.
 const TRAFFIC: [(&str, CgroupSkbAttachType); 2] = [
@@ -50,7 +64,75 @@ pub fn cgroup2_root() -> Result<PathBuf, ProbeError> {
 
 /// The attached network tracer; [`NetTracer::stop`] detaches it.
 #[derive(Debug)]
-pub struct NetTracer;
+pub struct NetTracer {
+    /// The programs attached, by name.
+    programs: Vec<&'static str>,
+}
+
+/// What the kernel counted for one program (`bpf_prog_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Runs (0 unless `kernel.bpf_stats_enabled` was 1).
+    pub run_cnt: u64,
+    /// Nanoseconds in the program (0 unless `kernel.bpf_stats_enabled` was 1).
+    pub run_time_ns: u64,
+    /// Runs skipped because the program was already running on the CPU (a tracepoint hit from
+    /// within a BPF program, e.g. an NMI): each one is an event not seen.
+    pub recursion_misses: u64,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for the program behind `fd`: the fields of `bpf_prog_info` up to
+/// `recursion_misses` (kernel 5.12; zero before), at their UAPI offsets.
+pub fn program_stats(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<ProgramStats> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // `run_time_ns`, `run_cnt` and `recursion_misses` are at bytes 192, 200 and 208.
+    let mut info = [0u64; 28];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` points to `info`, writable for `info_len` bytes, for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw const attr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ProgramStats {
+        run_time_ns: info[24],
+        run_cnt: info[25],
+        recursion_misses: info[26],
+    })
+}
+
+/// Loads and attaches the BTF-typed build of a tracepoint handler.
+fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or("no such program")?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())?;
+    program
+        .load(tracepoint, btf)
+        .map_err(|e| format!("{e:?}"))?;
+    if let Err(e) = program.attach() {
+        let _ = program.unload();
+        return Err(e.to_string());
+    }
+    Ok(())
+}
 
 impl NetTracer {
     /// Writes `config` and attaches the four TCP raw tracepoints and the two traffic counters
@@ -69,7 +151,25 @@ impl NetTracer {
             map: MAP_NET_CONFIG,
             source,
         })?;
-        for (name, tracepoint) in TRACEPOINTS {
+        let btf = Btf::from_sys_fs().ok();
+        let mut programs = Vec::new();
+        for (name, typed, tracepoint) in TRACEPOINTS {
+            if let (Some(typed), Some(btf)) = (typed, &btf) {
+                match attach_btf(ebpf, typed, tracepoint, btf) {
+                    Ok(()) => {
+                        tracing::debug!("{tracepoint}: BTF-typed raw tracepoint {typed}");
+                        programs.push(typed);
+                        continue;
+                    }
+                    Err(e) => tracing::debug!(
+                        "{tracepoint}: the BTF-typed raw tracepoint did not load ({e}); \
+                         falling back to the plain raw tracepoint {name}"
+                    ),
+                }
+            } else {
+                tracing::debug!("{tracepoint}: plain raw tracepoint {name}");
+            }
+            programs.push(name);
             let what = format!("raw tracepoint {tracepoint}");
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
@@ -95,31 +195,52 @@ impl NetTracer {
             program
                 .attach(&cgroup, direction, CgroupAttachMode::Single)
                 .map_err(attach_err(what))?;
+            programs.push(name);
         }
-        Ok(Self)
+        Ok(Self { programs })
     }
 
-    /// Detaches everything; what was counted stays in the maps and the ring buffer.
+    /// The kernel's run statistics of every attached program, by name.
+    pub fn stats(&self, ebpf: &Ebpf) -> Vec<(&'static str, ProgramStats)> {
+        self.programs
+            .iter()
+            .filter_map(|&name| {
+                let fd = ebpf.program(name)?.fd().ok()?;
+                Some((name, program_stats(fd.as_fd()).ok()?))
+            })
+            .collect()
+    }
+
+    /// Detaches everything; what was counted stays in the maps and the ring buffer. Logs the
+    /// programs' recursion misses first (a warning when there are any: events were not seen).
     pub fn stop(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        for (name, tracepoint) in TRACEPOINTS {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(attach_err(format!("raw tracepoint {tracepoint}")))?;
-            program
-                .unload()
-                .map_err(attach_err(format!("raw tracepoint {tracepoint}")))?;
+        let stats = self.stats(ebpf);
+        let line = stats
+            .iter()
+            .map(|(name, s)| {
+                format!(
+                    "{name} {} recursion misses, {} runs, {} ns",
+                    s.recursion_misses, s.run_cnt, s.run_time_ns
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if stats.iter().any(|(_, s)| s.recursion_misses != 0) {
+            tracing::warn!("network tracer programs: {line}");
+        } else {
+            tracing::debug!("network tracer programs: {line}");
         }
-        for (name, _) in TRAFFIC {
-            let program: &mut CgroupSkb = ebpf
+        for name in self.programs {
+            let program = ebpf
                 .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(attach_err(format!("cgroup_skb {name}")))?;
-            program
-                .unload()
-                .map_err(attach_err(format!("cgroup_skb {name}")))?;
+                .ok_or(ProbeError::MissingProgram(name))?;
+            let what = || format!("network tracer program {name}");
+            match program {
+                Program::RawTracePoint(p) => p.unload().map_err(attach_err(what()))?,
+                Program::BtfTracePoint(p) => p.unload().map_err(attach_err(what()))?,
+                Program::CgroupSkb(p) => p.unload().map_err(attach_err(what()))?,
+                _ => {}
+            }
         }
         Ok(())
     }
