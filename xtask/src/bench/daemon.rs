@@ -362,10 +362,10 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     );
     println!(
         "{:<44} {:>12} {:>10} {}",
-        "violations the daemon counted",
+        "violations the daemon counted / in verdicts",
         violations_counted,
-        soaked.security_violations,
-        verdict(violations_counted as u64 == soaked.security_violations)
+        soaked.violations_total,
+        verdict(violations_counted as u64 == soaked.violations_total)
     );
     println!(
         "{:<44} {:>12} {:>10} {}",
@@ -433,6 +433,7 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
                 "cpu_share": soaked.cpu_share,
                 "daemon_verdicts": verdicts_counted,
                 "daemon_violations": violations_counted,
+                "verdict_violations": soaked.violations_total,
                 "daemon_derived_verdicts": derived,
                 "events_lost": lost,
                 "map_full_errors": map_full,

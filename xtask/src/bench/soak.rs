@@ -49,6 +49,8 @@ pub struct Soak {
     pub security_violations: u64,
     /// Batch lines that were an error instead of a verdict.
     pub errors: u64,
+    /// The verdicts' `violations_total`, summed.
+    pub violations_total: u64,
     /// Connections the listener accepted (must be 0).
     pub escapes: u64,
     /// The daemon's CPU share of one core over the whole soak.
@@ -97,10 +99,12 @@ pub fn run(
     let soak = thread::scope(|scope| -> anyhow::Result<Soak> {
         let reader = scope.spawn(|| {
             let (mut ok, mut violations, mut errors, mut first_error) = (0u64, 0u64, 0u64, None);
+            let mut violations_total = 0u64;
             for line in BufReader::new(output).lines() {
                 let Ok(line) = line else { break };
                 read.fetch_add(1, Ordering::Relaxed);
                 let verdict: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                violations_total += verdict["violations_total"].as_u64().unwrap_or(0);
                 match verdict["status"].as_str() {
                     Some("ok") => ok += 1,
                     Some("security_violation") => violations += 1,
@@ -111,7 +115,7 @@ pub fn run(
                     }
                 }
             }
-            (ok, violations, errors, first_error)
+            (ok, violations, errors, first_error, violations_total)
         });
 
         let true_line = "{\"command\": [\"/bin/true\"]}\n".to_owned();
@@ -158,7 +162,7 @@ pub fn run(
             }
         }
         drop(input);
-        let (ok, security_violations, errors, first_error) =
+        let (ok, security_violations, errors, first_error, violations_total) =
             reader.join().expect("the verdict reader panicked");
         let seconds = started.elapsed().as_secs_f64();
         let (cpu1, rss1) = cpu_and_rss(pid)?;
@@ -179,6 +183,7 @@ pub fn run(
             ok,
             security_violations,
             errors,
+            violations_total,
             escapes,
             cpu_share: (cpu1 - cpu0) / seconds,
         })
