@@ -16,6 +16,7 @@ mod lifecycle;
 mod maps;
 mod net;
 mod net_maps;
+mod net_traffic;
 mod offcpu;
 mod sample;
 mod syscalls;
@@ -217,13 +218,13 @@ pub fn net_send_reset(ctx: RawTracePointContext) -> i32 {
 /// `cgroup_skb/ingress` on the cgroup2 root: bytes and packets received per cgroup.
 #[aya_ebpf::macros::cgroup_skb(ingress)]
 pub fn net_ingress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
-    net::count_traffic(&ctx, profiler_common::TRAFFIC_INGRESS);
+    net_traffic::count_traffic(&ctx, profiler_common::TRAFFIC_INGRESS);
     1
 }
 
 /// `cgroup_skb/egress` on the cgroup2 root: bytes and packets sent per cgroup.
 #[aya_ebpf::macros::cgroup_skb(egress)]
 pub fn net_egress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
-    net::count_traffic(&ctx, profiler_common::TRAFFIC_EGRESS);
+    net_traffic::count_traffic(&ctx, profiler_common::TRAFFIC_EGRESS);
     1
 }

@@ -1,5 +1,5 @@
 //! TCP connection tracing from the raw tracepoints `inet_sock_set_state`, `tcp_retransmit_skb`,
-//! `tcp_receive_reset` and `tcp_send_reset`, and per-cgroup traffic from `cgroup_skb`.
+//! `tcp_receive_reset` and `tcp_send_reset` (per-cgroup traffic is in [`crate::net_traffic`]).
 //!
 //! Raw tracepoints hand over the `struct sock *` without filling a perf trace record first, so a
 //! state change costs a map lookup and a few reads. Every field of a kernel structure is read at
@@ -20,27 +20,24 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_comm, bpf_probe_read_kernel as probe_read_into,
-            bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skc_to_tcp_sock,
+            bpf_get_current_comm, bpf_probe_read_kernel as probe_read_into, bpf_skc_to_tcp_sock,
         },
     },
-    programs::SkBuffContext,
 };
 use profiler_common::{
     AF_INET, AF_INET6, CONN_ACTIVE, CONN_BYTES_READ, CONN_ESTABLISHED, CONN_OWNER_KNOWN,
     CONN_PASSIVE, CONN_TARGETED, FILTER_ALL, FILTER_CGROUPS, FILTER_NONE, FILTER_TGIDS,
     IPPROTO_TCP, LAYOUT_IPV6, LAYOUT_SOCK_CGROUP, MAX_CGROUP_LEVEL, NetConn, NetEvent,
-    NetEventKind, NetLayout, NetStat, NetTraffic, NetTrafficKey, TASK_COMM_LEN, tcp_state,
-    traffic_index, traffic_slot,
+    NetEventKind, NetLayout, NetStat, TASK_COMM_LEN, tcp_state,
 };
 
 use crate::{
     maps::{TARGET_CGROUPS, TARGET_FILTER},
-    net_maps::{NET_CONFIG, NET_CONNS, NET_COUNTERS, NET_EVENTS, NET_TRAFFIC, NET_TRAFFIC_SLOTS},
+    net_maps::{NET_CONFIG, NET_CONNS, NET_COUNTERS, NET_EVENTS},
     targets::{current_cgroup_id, is_current_target},
 };
 
@@ -57,7 +54,7 @@ macro_rules! layout {
     };
 }
 
-fn count(stat: NetStat) {
+pub(crate) fn count(stat: NetStat) {
     if let Some(ptr) = NET_COUNTERS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe { *ptr += 1 };
@@ -579,100 +576,4 @@ pub fn try_send_reset(ctx: *mut core::ffi::c_void) -> Result<(), i64> {
         None => count(NetStat::UntrackedResets),
     }
     Ok(())
-}
-
-const ETH_P_IP_BE: u32 = 0x0008;
-const ETH_P_IPV6_BE: u32 = 0xdd86;
-
-/// `cgroup_skb` ingress/egress: adds the packet to its socket cgroup's traffic; always lets
-/// it pass.
-#[inline(always)]
-pub fn count_traffic(ctx: &SkBuffContext, direction: u32) {
-    let Some(filter) = TARGET_FILTER.get(0) else {
-        return;
-    };
-    let mode = filter.mode;
-    if mode & FILTER_NONE != 0 {
-        return;
-    }
-    let skb = ctx.skb.skb;
-    // SAFETY: the context pointer of this cgroup_skb program.
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    // Cgroup targets only: filter here; with process targets every cgroup is counted and user
-    // space keeps those of the target processes.
-    if mode & FILTER_CGROUPS != 0 && mode & FILTER_TGIDS == 0 && !skb_targeted(ctx, cgroup_id) {
-        return;
-    }
-    // SAFETY: readable fields of the context.
-    let (protocol, len, segs) = unsafe { ((*skb).protocol, (*skb).len, (*skb).gso_segs) };
-    let family = match protocol {
-        ETH_P_IP_BE => u32::from(AF_INET),
-        ETH_P_IPV6_BE => u32::from(AF_INET6),
-        _ => 0,
-    };
-    let bytes = u64::from(len);
-    let packets = if segs == 0 { 1 } else { u64::from(segs) };
-    if let Some(slot) = NET_TRAFFIC_SLOTS.get_ptr_mut(traffic_slot(cgroup_id)) {
-        // SAFETY: per-CPU value; only this CPU writes it.
-        let owner = unsafe { ((*slot).taken != 0).then_some((*slot).cgroup_id) };
-        if owner.is_none_or(|owner| owner == cgroup_id) {
-            // SAFETY: as above.
-            unsafe {
-                if owner.is_none() {
-                    (*slot).cgroup_id = cgroup_id;
-                    (*slot).taken = 1;
-                }
-                if let Some(t) = (*slot).traffic.get_mut(traffic_index(direction, family)) {
-                    t.bytes += bytes;
-                    t.packets += packets;
-                }
-            }
-            return;
-        }
-    }
-    let key = NetTrafficKey {
-        cgroup_id,
-        direction,
-        family,
-    };
-    match NET_TRAFFIC.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        Some(t) => unsafe {
-            (*t).bytes += bytes;
-            (*t).packets += packets;
-        },
-        None => {
-            let t = NetTraffic { bytes, packets };
-            if NET_TRAFFIC.insert(key, t, u64::from(BPF_NOEXIST)).is_err() {
-                // Another packet of this key on this CPU cannot have raced us: full.
-                count(NetStat::TrafficFull);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn skb_targeted(ctx: &SkBuffContext, cgroup_id: u64) -> bool {
-    // SAFETY: the value is a plain u32 copied out at once.
-    if unsafe { TARGET_CGROUPS.get(cgroup_id) }.is_some() {
-        return true;
-    }
-    let max_level = TARGET_FILTER.get(0).map_or(0, |f| f.max_cgroup_level);
-    let mut level = 1;
-    while level <= MAX_CGROUP_LEVEL {
-        if level > max_level {
-            break;
-        }
-        // SAFETY: the context pointer of this cgroup_skb program.
-        let ancestor = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) };
-        if ancestor == 0 || ancestor == cgroup_id {
-            break;
-        }
-        // SAFETY: as above.
-        if unsafe { TARGET_CGROUPS.get(ancestor) }.is_some() {
-            return true;
-        }
-        level += 1;
-    }
-    false
 }
