@@ -13,6 +13,7 @@ pub mod exec;
 mod landlock;
 pub mod run_entry;
 mod seccomp;
+mod seccomp_tree;
 
 #[cfg(test)]
 mod tests;

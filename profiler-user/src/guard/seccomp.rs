@@ -5,7 +5,9 @@
 //! distinct action, plus an allow-list filter when the default is not `allow`. The groups are then
 //! chained into one program (see [`chain`]) that answers what the kernel would for the stack of
 //! separate filters: installing one filter instead of four saves the kernel a filter copy, JIT
-//! and action-cache emulation per filter, and the submission a filter run per system call.
+//! and action-cache emulation per filter, and the submission a filter run per system call. On
+//! x86-64 the program installed is [`seccomp_tree`]'s, a binary search with the same answers
+//! (the tests compare it with the stack of seccompiler's filters).
 
 use std::collections::BTreeMap;
 
@@ -14,8 +16,13 @@ use seccompiler::{
     SeccompRule, TargetArch, sock_filter,
 };
 
-use super::GuardError;
+use super::{
+    GuardError,
+    seccomp_tree::{self, Entry, Rules, X32_SYSCALL_BIT},
+};
 use crate::policy::{ArgCheck, ArgTest, Mode, SeccompLayer, SyscallAction};
+
+const ENOSYS: u32 = 38;
 
 /// A filter's action: the policy's, or `Log` for everything in audit mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,9 +56,92 @@ impl Verdict {
 /// The rules of one syscall within one filter: `None` matches every call.
 type Chain = Option<Vec<SeccompRule>>;
 
-/// Compiles the layer into the programs to install: one, the groups of [`separate`] chained.
+/// Compiles the layer into the programs to install: one. On x86-64 a binary search over the
+/// syscall numbers (see [`seccomp_tree`]); elsewhere the groups of [`separate`] chained.
 pub fn build(layer: &SeccompLayer, mode: Mode) -> Result<Vec<BpfProgram>, GuardError> {
+    if cfg!(target_arch = "x86_64") {
+        return Ok(vec![match tree_rules(layer, mode) {
+            Some(rules) => seccomp_tree::build(&rules),
+            None => x32_guard(),
+        }]);
+    }
     Ok(vec![chain(separate(layer, mode)?)])
+}
+
+/// The rules of the filters [`separate`] would install, per syscall number and in the order the
+/// kernel's answer takes them (see [`chain`]); `None` when only the x32 guard would be.
+fn tree_rules(layer: &SeccompLayer, mode: Mode) -> Option<Rules> {
+    type Group = BTreeMap<u32, Option<Vec<Vec<ArgCheck>>>>;
+    let default = Verdict::of(layer.default_action, mode);
+    let mut groups: BTreeMap<Verdict, Group> = BTreeMap::new();
+    for rule in &layer.rules {
+        let verdict = Verdict::of(rule.action, mode);
+        if verdict == Verdict::Allow {
+            continue;
+        }
+        let chain = groups
+            .entry(verdict)
+            .or_default()
+            .entry(rule.syscall)
+            .or_insert_with(|| Some(Vec::new()));
+        if rule.when.is_empty() {
+            *chain = None;
+        } else if let Some(alternatives) = chain {
+            alternatives.push(rule.when.clone());
+        }
+    }
+    // Installed: the allow-list filter (`None`), then one per verdict; the kernel takes them
+    // newest first and keeps the most severe answer, the first seen among equals.
+    let mut filters: Vec<(u32, Option<&Group>)> = Vec::new();
+    if default != Verdict::Allow {
+        filters.push((u32::from(default.action()), None));
+    }
+    filters.extend(groups.iter().map(|(v, g)| (u32::from(v.action()), Some(g))));
+    if filters.is_empty() {
+        return None;
+    }
+    filters.reverse();
+    filters.sort_by_key(|&(ret, _)| severity(ret));
+    let allowed: std::collections::BTreeSet<u32> = layer.allowed.iter().copied().collect();
+    let listed = (default != Verdict::Allow).then_some(&allowed);
+    let numbers: std::collections::BTreeSet<u32> = groups
+        .values()
+        .flat_map(|g| g.keys().copied())
+        .chain(listed.into_iter().flatten().copied())
+        .collect();
+    let syscalls = numbers
+        .into_iter()
+        .map(|nr| {
+            let entries = filters
+                .iter()
+                .filter_map(|&(ret, group)| match group {
+                    None => (!allowed.contains(&nr)).then_some(Entry::Always(ret)),
+                    Some(group) => group.get(&nr).map(|chain| match chain {
+                        None => Entry::Always(ret),
+                        Some(alternatives) => Entry::When(ret, alternatives.clone()),
+                    }),
+                })
+                .collect();
+            (nr, entries)
+        })
+        .collect();
+    let other = if default == Verdict::Allow {
+        SECCOMP_RET_ALLOW
+    } else {
+        u32::from(default.action())
+    };
+    // The x32 guard's ENOSYS, unless the default is at least as severe (it comes first).
+    let enosys = u32::from(SeccompAction::Errno(ENOSYS));
+    let x32 = if default != Verdict::Allow && severity(other) <= severity(enosys) {
+        other
+    } else {
+        enosys
+    };
+    Some(Rules {
+        syscalls,
+        other,
+        x32,
+    })
 }
 
 /// Compiles the layer into one program per action, in the order they would be installed.
@@ -216,8 +306,6 @@ fn x32_guard() -> BpfProgram {
     const LOAD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0: seccomp_data.nr
     const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
     const RET: u16 = 0x06; // BPF_RET | BPF_K
-    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-    const ENOSYS: u32 = 38;
     let errno = u32::from(SeccompAction::Errno(ENOSYS));
     let allow = u32::from(SeccompAction::Allow);
     vec![
@@ -252,7 +340,7 @@ fn x32_guard() -> BpfProgram {
 mod tests {
     use seccompiler::{BpfProgram, sock_filter};
 
-    use super::{SECCOMP_RET_ALLOW, Verdict, build, separate, severity};
+    use super::{SECCOMP_RET_ALLOW, Verdict, build, chain, separate, severity};
     use crate::policy::{CompiledPolicy, Mode, parse};
 
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -389,6 +477,64 @@ mod tests {
         let audit = separate(&policy.seccomp, Mode::Audit).unwrap();
         assert_eq!(audit.len(), 1 + 1, "in audit mode every rule only logs");
         assert_eq!(build(&policy.seccomp, Mode::Enforce).unwrap().len(), 1);
+    }
+
+    /// The instructions the kernel's allow-cache emulation walks for `nr` before it reaches a
+    /// return or gives up at an argument load.
+    fn emulated_steps(program: &[sock_filter], nr: u32) -> usize {
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0);
+        loop {
+            let insn = &program[pc];
+            steps += 1;
+            let jump = |taken: bool| pc + 1 + usize::from(if taken { insn.jt } else { insn.jf });
+            pc = match insn.code {
+                0x20 if insn.k == 0 => {
+                    a = nr;
+                    pc + 1
+                }
+                0x20 if insn.k == 4 => {
+                    a = AUDIT_ARCH_X86_64;
+                    pc + 1
+                }
+                0x20 | 0x06 => return steps,
+                0x54 => {
+                    a &= insn.k;
+                    pc + 1
+                }
+                0x05 => pc + 1 + insn.k as usize,
+                0x15 => jump(a == insn.k),
+                0x25 => jump(a > insn.k),
+                0x35 => jump(a >= insn.k),
+                0x45 => jump(a & insn.k != 0),
+                code => panic!("unexpected instruction {code:#x}"),
+            };
+        }
+    }
+
+    #[test]
+    fn the_kernel_prepares_the_judge_program_in_a_few_steps_per_syscall() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/judge.toml");
+        let policy = crate::policy::load(&path).unwrap();
+        for mode in [Mode::Enforce, Mode::Audit] {
+            let program = &build(&policy.seccomp, mode).unwrap()[0];
+            let worst = (0..512)
+                .map(|nr| emulated_steps(program, nr))
+                .max()
+                .unwrap();
+            assert!(
+                worst <= 24,
+                "{mode:?}: up to {worst} steps a syscall number"
+            );
+            let chained = chain(separate(&policy.seccomp, mode).unwrap());
+            let linear = (0..512)
+                .map(|nr| emulated_steps(&chained, nr))
+                .max()
+                .unwrap();
+            assert!(
+                linear > 2 * worst,
+                "{mode:?}: {linear} steps in the chain, {worst} in the tree"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! (audit mode) its allowed path prefixes, all keyed by the run's cgroup id in maps pinned with
 //! the attachment (see [`super::guard`]).
 
-use std::path::Path;
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf,
@@ -100,12 +103,14 @@ pub struct RunMaps {
     violations: HashMap<MapData, GuardViolationKey, GuardViolation>,
     fs_allow: LpmTrie<MapData, GuardFsKey, u32>,
     pids: HashMap<MapData, u32, u64>,
+    pids_fd: OwnedFd,
 }
 
 impl RunMaps {
     /// Opens the maps pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self, GuardAttachError> {
         let open = |name| open_pinned(dir, name);
+        let pids = open(MAP_GUARD_RUN_PIDS)?;
         Ok(Self {
             runs: HashMap::try_from(Map::HashMap(open(MAP_GUARD_RUNS)?))
                 .map_err(map_error(MAP_GUARD_RUNS))?,
@@ -113,7 +118,12 @@ impl RunMaps {
                 .map_err(map_error(MAP_GUARD_VIOLATIONS))?,
             fs_allow: LpmTrie::try_from(Map::LpmTrie(open(MAP_GUARD_FS_ALLOW)?))
                 .map_err(map_error(MAP_GUARD_FS_ALLOW))?,
-            pids: HashMap::try_from(Map::LruHashMap(open(MAP_GUARD_RUN_PIDS)?))
+            pids_fd: pids
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| map_error(MAP_GUARD_RUN_PIDS)(MapError::from(e)))?,
+            pids: HashMap::try_from(Map::LruHashMap(pids))
                 .map_err(map_error(MAP_GUARD_RUN_PIDS))?,
         })
     }
@@ -134,6 +144,11 @@ impl RunMaps {
         self.runs
             .insert(id, run, 0)
             .map_err(map_error(MAP_GUARD_RUNS))
+    }
+
+    /// The pid map's fd: a run's command notes itself there between clone and exec.
+    pub fn pids_fd(&self) -> RawFd {
+        self.pids_fd.as_raw_fd()
     }
 
     /// Notes `pid` as a process of run `id`.
@@ -233,7 +248,10 @@ pub fn fs_entries(id: u64, path: &Path, is_dir: bool) -> Vec<(u32, GuardFsKey)> 
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{
+        os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
+        path::Path,
+    };
 
     use super::{SYSCALL_CLASSES, fs_entries};
 

@@ -333,25 +333,6 @@ impl RunCgroup {
         Self::open_procs_of(&self.dirs)
     }
 
-    /// [`Self::open_procs`] of the v1 hierarchies only (for a child created in the v2 cgroup).
-    pub fn open_v1_procs(&self) -> Result<Vec<File>, CgroupError> {
-        Self::open_procs_of(&self.dirs[1..])
-    }
-
-    /// The run's cgroup v2 directory, open: what `clone3` takes to create a process in it
-    /// (`CLONE_INTO_CGROUP`).
-    pub fn open_v2(&self) -> Result<File, CgroupError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(&self.dirs[0])
-            .map_err(|source| CgroupError::Read {
-                path: self.dirs[0].clone(),
-                source,
-            })
-    }
-
     fn open_procs_of(dirs: &[PathBuf]) -> Result<Vec<File>, CgroupError> {
         dirs.iter()
             .map(|dir| {

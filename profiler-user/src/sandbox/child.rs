@@ -1,15 +1,16 @@
-//! The run's command: created directly in the run's cgroup v2 (`clone3` with
-//! `CLONE_INTO_CGROUP`; a plain fork that moves itself in where the kernel lacks it), then, in the
-//! child, between fork and exec and with system calls only: moved into the run's v1 cgroups,
-//! given its standard streams, work directory, process group, rlimits and Landlock ruleset, while
-//! the parent registers it; once the parent says go, seccomp and exec.
+//! The run's command, started the way `posix_spawn` starts one: `clone(CLONE_VM | CLONE_VFORK)`
+//! onto a stack of its own, so that none of flamewarden's page tables is copied and no page of
+//! it is copied on write afterwards (a fork of this process cost about 1 ms). Between clone and
+//! exec the child makes system calls only, on memory prepared before the clone: it resets the
+//! signal handlers, moves itself into the run's cgroups, notes its pid in the guard's map, takes
+//! its standard streams, work directory, process group, rlimits, Landlock ruleset and seccomp
+//! filter, and executes the command. The calling thread sleeps meanwhile (`CLONE_VFORK`) and
+//! wakes once exec succeeded or the child exited; a failure is written into the shared memory.
 
 use std::{
-    ffi::CString,
-    fs::OpenOptions,
     io,
-    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
-    path::Path,
+    os::fd::RawFd,
+    sync::atomic::{AtomicI32, Ordering},
 };
 
 use crate::guard::{PreparedCommand, PreparedLayers};
@@ -17,63 +18,34 @@ use crate::guard::{PreparedCommand, PreparedLayers};
 /// Exit code of a child that could not set itself up or exec.
 const SETUP_FAILED: i32 = 127;
 
-/// What the child needs, prepared before fork.
+/// The child's stack: what it runs before exec is a few frames of system calls.
+const STACK_SIZE: usize = 128 * 1024;
+
+/// What the child needs, prepared before the clone.
 pub struct ChildSetup<'a> {
     /// The command.
     pub command: &'a PreparedCommand,
     /// The guard's layers.
     pub layers: &'a PreparedLayers,
     /// The work directory.
-    pub workdir: CString,
+    pub workdir: std::ffi::CString,
     /// Descriptors for fds 0, 1, 2 (`None`: inherited).
     pub stdio: [Option<RawFd>; 3],
-    /// The run's cgroup v2 directory, which the child is created in.
-    pub cgroup: RawFd,
-    /// The run's v2 `cgroup.procs`: where a forked child (no `clone3`) moves itself first.
-    pub v2_procs: &'a Path,
-    /// The `cgroup.procs` of each of the run's v1 cgroups, open for writing: the child moves
-    /// itself in by writing `0`.
-    pub v1_procs: &'a [RawFd],
+    /// The `cgroup.procs` of each of the run's cgroups (v2 first), open for writing: the child
+    /// moves itself in by writing `0`.
+    pub procs: &'a [RawFd],
+    /// The guard's pid map and the run's cgroup id: the child notes its pid there before exec,
+    /// so that the kernel side knows it from its first instruction.
+    pub register: Option<(RawFd, u64)>,
 }
 
-/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// A forked child waiting on a pipe to go on.
+/// A started child: its command runs.
 pub struct Child {
     /// Its pid.
     pub pid: u32,
-    go: Option<OwnedFd>,
-    errors: OwnedFd,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Why the child failed before exec: (step, errno), as it wrote them to the error pipe.
+/// Why the child failed before exec, as it reported it.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}")]
 pub struct ChildError {
@@ -84,128 +56,206 @@ pub struct ChildError {
     pub source: io::Error,
 }
 
-const STEPS: [&str; 6] = [
-    "reading the start signal",
+const STEPS: [&str; 7] = [
+    "creating the process",
     "setting up standard streams",
     "entering the work directory",
     "applying the guard layers (rlimits, Landlock, seccomp)",
     "executing the command",
     "moving into the run's cgroups",
+    "noting the process in the guard's map",
 ];
 
-impl Child {
-    /// Creates the child in the run's cgroup; it sets itself up and waits until
-    /// [`Child::release`] before seccomp and exec.
-    pub fn spawn(setup: &ChildSetup<'_>) -> io::Result<Child> {
-        let (go_read, go_write) = pipe()?;
-        let (err_read, err_write) = pipe()?;
-        let (go_fd, err_fd) = (go_read.as_raw_fd(), err_write.as_raw_fd());
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: setup.cgroup as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this memory and
-        // only makes system calls on memory prepared before it.
-        let mut pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                std::ptr::from_ref(&args),
-                size_of::<CloneArgs>(),
+/// What the child writes before it exits without exec: the index in [`STEPS`] and errno.
+struct Report {
+    step: AtomicI32,
+    errno: AtomicI32,
+}
+
+/// The child's argument.
+struct Start<'a> {
+    setup: &'a ChildSetup<'a>,
+    report: &'a Report,
+    /// The calling thread's signal mask, which the command gets.
+    mask: libc::sigset_t,
+}
+
+/// `union bpf_attr` for `BPF_MAP_UPDATE_ELEM`.
+#[repr(C)]
+struct MapUpdate {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// A mapping for the child's stack, with a guard page below it; unmapped on drop.
+struct Stack {
+    base: *mut libc::c_void,
+}
+
+impl Stack {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACK_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
             )
-        } as libc::pid_t;
-        let mut v2_procs = None;
-        if pid < 0 {
-            let error = io::Error::last_os_error();
-            // No clone3 (ENOSYS; or a seccomp filter answering that), or no CLONE_INTO_CGROUP
-            // (E2BIG, EINVAL; before Linux 5.7): a fork that moves itself in.
-            if !matches!(
-                error.raw_os_error(),
-                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
-            ) {
-                return Err(error);
-            }
-            v2_procs = Some(OpenOptions::new().write(true).open(setup.v2_procs)?);
-            // SAFETY: the child only makes system calls on memory prepared before the fork.
-            pid = unsafe { libc::fork() };
-            if pid < 0 {
-                return Err(io::Error::last_os_error());
-            }
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
         }
-        if pid == 0 {
-            let v2_procs = v2_procs.as_ref().map(AsRawFd::as_raw_fd);
-            // SAFETY: this is the child; it never returns.
-            unsafe { child_main(setup, v2_procs, go_fd, err_fd) }
+        let stack = Self { base };
+        // SAFETY: the lowest page of our own mapping.
+        if unsafe { libc::mprotect(base, page_size(), libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
         }
-        drop(v2_procs);
-        drop(go_read);
-        drop(err_write);
-        Ok(Child {
-            pid: pid as u32,
-            go: Some(go_write),
-            errors: err_read,
-        })
+        Ok(stack)
     }
 
-    /// Lets the child go on to exec; returns once exec succeeded, or with what failed.
-    pub fn release(&mut self) -> Result<(), ChildError> {
-        let go = self.go.take();
-        let byte = 1u8;
-        if let Some(go) = &go {
-            // SAFETY: writing one byte from a valid buffer to our pipe.
-            unsafe { libc::write(go.as_raw_fd(), (&raw const byte).cast(), 1) };
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, where a downward-growing stack starts.
+        unsafe { self.base.cast::<u8>().add(STACK_SIZE).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, which the child no longer uses (it has exec'd or exited).
+        unsafe { libc::munmap(self.base, STACK_SIZE) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf with a constant argument.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+impl Child {
+    /// Starts the command; returns once it runs (exec succeeded), or with what failed.
+    pub fn spawn(setup: &ChildSetup<'_>) -> Result<Child, ChildError> {
+        let failed = |source| ChildError {
+            step: STEPS[0],
+            source,
+        };
+        let stack = Stack::new().map_err(failed)?;
+        let report = Report {
+            step: AtomicI32::new(-1),
+            errno: AtomicI32::new(0),
+        };
+        // SAFETY: all-zero sigsets are valid out-buffers; sigfillset and pthread_sigmask only
+        // write them. No signal handler may run in the child, which shares this memory: all
+        // are blocked until the child has reset them.
+        let mut start = Start {
+            setup,
+            report: &report,
+            mask: unsafe { std::mem::zeroed() },
+        };
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut start.mask);
         }
-        drop(go);
-        let mut report = [0i32; 2];
-        // SAFETY: reading at most 8 bytes into a valid buffer; EOF means exec succeeded.
-        let n = unsafe {
-            libc::read(
-                self.errors.as_raw_fd(),
-                report.as_mut_ptr().cast(),
-                size_of_val(&report),
+        // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `child_main` on its own stack, makes
+        // only system calls on memory prepared here, and this thread sleeps until it has
+        // exec'd or exited, so `start` and `stack` outlive its use of them.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                std::ptr::from_mut(&mut start).cast(),
             )
         };
-        if n == size_of_val(&report) as isize {
+        let clone_error = io::Error::last_os_error();
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &start.mask, std::ptr::null_mut()) };
+        drop(stack);
+        if pid < 0 {
+            return Err(failed(clone_error));
+        }
+        let step = report.step.load(Ordering::Acquire);
+        if step >= 0 {
+            // The child exited without exec: reap it.
+            let _ = crate::launch::wait(pid as u32, true);
             return Err(ChildError {
-                step: STEPS.get(report[0] as usize).copied().unwrap_or("setup"),
-                source: io::Error::from_raw_os_error(report[1]),
+                step: STEPS.get(step as usize).copied().unwrap_or("setup"),
+                source: io::Error::from_raw_os_error(report.errno.load(Ordering::Acquire)),
             });
         }
-        Ok(())
+        Ok(Child { pid: pid as u32 })
     }
 }
 
-impl Drop for Child {
-    fn drop(&mut self) {
-        // Never released: closing the pipe makes the child exit without exec'ing.
-        self.go.take();
-    }
-}
-
-/// # Safety
-/// Only in the child right after fork: system calls only, no allocation. `v2_procs`: the v2
-/// `cgroup.procs` to move into first, when the child was not created in the cgroup.
-unsafe fn child_main(
-    setup: &ChildSetup<'_>,
-    v2_procs: Option<RawFd>,
-    go: RawFd,
-    errors: RawFd,
-) -> ! {
+/// The child, from clone to exec.
+///
+/// Only system calls on memory prepared before the clone: no allocation, no lock, no
+/// thread-local of Rust's (errno is the sleeping parent thread's, as in `posix_spawn`).
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Start` of `Child::spawn`, alive while the parent thread sleeps.
+    let start = unsafe { &*arg.cast::<Start<'_>>() };
+    let setup = start.setup;
     let fail = |step: i32| -> ! {
-        // SAFETY: errno of this thread, and a write of 8 bytes from a valid buffer.
+        // SAFETY: errno of this thread; then an exit without running anything of the parent's.
         unsafe {
-            let report = [step, *libc::__errno_location()];
-            libc::write(errors, report.as_ptr().cast(), size_of_val(&report));
+            start
+                .report
+                .errno
+                .store(*libc::__errno_location(), Ordering::Relaxed);
+            start.report.step.store(step, Ordering::Release);
             libc::_exit(SETUP_FAILED)
         }
     };
-    // SAFETY: plain system calls on fds and strings prepared before fork.
+    // SAFETY: plain system calls on fds, strings and structs prepared before the clone.
     unsafe {
-        for fd in v2_procs.iter().chain(setup.v1_procs) {
+        // Handlers of flamewarden's would run on memory it shares with the child: default.
+        // SIGPIPE too, which Rust ignores (an ignored signal stays ignored across exec);
+        // signals the judge ignored stay ignored.
+        for signal in 1..65 {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            // glibc refuses its own two signals (32, 33): EINVAL, nothing to reset.
+            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if signal == libc::SIGPIPE
+                || (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN)
+            {
+                let default: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        for fd in setup.procs {
             // "0": the writing process, into the cgroup of this cgroup.procs.
             if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
                 fail(5);
+            }
+        }
+        if let Some((map_fd, cgroup_id)) = setup.register {
+            let pid = libc::getpid() as u32;
+            let attr = MapUpdate {
+                map_fd: map_fd as u32,
+                _pad: 0,
+                key: std::ptr::from_ref(&pid) as u64,
+                value: std::ptr::from_ref(&cgroup_id) as u64,
+                flags: 0,
+            };
+            if libc::syscall(
+                libc::SYS_bpf,
+                2, // BPF_MAP_UPDATE_ELEM
+                std::ptr::from_ref(&attr),
+                size_of::<MapUpdate>() as u32,
+            ) != 0
+            {
+                fail(6);
             }
         }
         // Its own process group: a terminal's Ctrl-C reaches flamewarden, which ends the run.
@@ -220,17 +270,13 @@ unsafe fn child_main(
         if libc::chdir(setup.workdir.as_ptr()) != 0 {
             fail(2);
         }
-        // Rust ignores SIGPIPE; an ignored signal stays ignored across exec.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if let Err(errno) = setup.layers.apply_before_seccomp() {
             *libc::__errno_location() = errno.into_raw();
             fail(3);
         }
-        // Set up; the parent registers the pid meanwhile. Seccomp last: it may refuse `read`.
-        let mut byte = 0u8;
-        if libc::read(go, (&raw mut byte).cast(), 1) != 1 {
-            libc::_exit(SETUP_FAILED);
-        }
+        // The command gets the mask flamewarden's thread had; the handlers are defaults now.
+        libc::pthread_sigmask(libc::SIG_SETMASK, &start.mask, std::ptr::null_mut());
+        // Seccomp last: it may refuse the calls before it.
         if let Err(errno) = setup.layers.apply_seccomp() {
             *libc::__errno_location() = errno.into_raw();
             fail(3);

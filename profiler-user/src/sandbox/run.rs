@@ -33,7 +33,7 @@ use crate::{
         resolve_command,
         run_entry::{fs_allow_entries, run_entry, seccomp_for_run},
     },
-    launch::{ExitStatus, wait},
+    launch::ExitStatus,
     policy::{self, CompiledPolicy, Mode},
     probes::{
         guard::{GuardMaps, attach},
@@ -260,17 +260,9 @@ impl Registered {
         Ok(registered)
     }
 
-    /// Sets the run's start time to now.
-    fn restart(&mut self) -> Result<(), SandboxError> {
-        self.run.start_ns = monotonic_ns();
-        lock(self.kernel).runs.insert(self.id, &self.run, &[])?;
-        Ok(())
-    }
-
-    /// Notes a process of the run (the command; the kernel notes the ones it forks).
-    fn add_pid(&self, pid: u32) -> Result<(), SandboxError> {
-        lock(self.kernel).runs.add_pid(pid, self.id)?;
-        Ok(())
+    /// The guard's pid map, where the command notes itself before exec.
+    fn pids_fd(&self) -> std::os::fd::RawFd {
+        lock(self.kernel).runs.pids_fd()
     }
 
     /// The run's entry with the kernel's state.
@@ -349,7 +341,7 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         },
     )?;
     steps.done("cgroups created");
-    let mut registered = Registered::new(&prepared, cgroup.id())?;
+    let registered = Registered::new(&prepared, cgroup.id())?;
     steps.done("registered with the kernel side");
 
     let stdin = opts
@@ -376,25 +368,8 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let workdir = CString::new(prepared.workdir.as_os_str().as_bytes())
         .map_err(|_| io_error("work directory")(io::ErrorKind::InvalidInput.into()))?;
-    let cgroup_dir = cgroup.open_v2()?;
-    let v1_files = cgroup.open_v1_procs()?;
-    let v1_procs: Vec<_> = v1_files.iter().map(AsRawFd::as_raw_fd).collect();
-    let v2_procs = cgroup.v2_path().join("cgroup.procs");
-    let setup = ChildSetup {
-        command: &prepared.command,
-        layers: &prepared.layers,
-        workdir,
-        stdio: [
-            stdin.as_ref().map(AsRawFd::as_raw_fd),
-            Some(out_write.as_raw_fd()),
-            stderr.as_ref().map(AsRawFd::as_raw_fd),
-        ],
-        cgroup: cgroup_dir.as_raw_fd(),
-        v2_procs: &v2_procs,
-        v1_procs: &v1_procs,
-    };
-    let mut child = Child::spawn(&setup).map_err(io_error("fork"))?;
-    steps.done("child created");
+    let procs_files = cgroup.open_procs()?;
+    let procs: Vec<_> = procs_files.iter().map(AsRawFd::as_raw_fd).collect();
     // The recording attaches before the command runs: its first instruction is sampled.
     let mut notes = Vec::new();
     let profiling = match &opts.profile {
@@ -407,23 +382,24 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
         },
         None => None,
     };
-    // Times in the verdict count from here.
+    // Times in the verdict count from here (the kernel's, from the registration).
     let started = Instant::now();
-    let released = registered
-        .add_pid(child.pid)
-        .and_then(|()| registered.restart())
-        .and_then(|()| Ok(child.release()?));
-    if let Err(e) = released {
-        // The child exits on its own when not released (or failed): reap it.
-        let pid = child.pid;
-        drop(child);
-        let _ = wait(pid, true);
-        return Err(e);
-    }
+    let setup = ChildSetup {
+        command: &prepared.command,
+        layers: &prepared.layers,
+        workdir,
+        stdio: [
+            stdin.as_ref().map(AsRawFd::as_raw_fd),
+            Some(out_write.as_raw_fd()),
+            stderr.as_ref().map(AsRawFd::as_raw_fd),
+        ],
+        procs: &procs,
+        register: Some((registered.pids_fd(), registered.id)),
+    };
+    let child = Child::spawn(&setup)?;
     steps.done("command executed");
     drop(out_write);
-    drop(cgroup_dir);
-    drop(v1_files);
+    drop(procs_files);
     drop(stdin);
     drop(stderr);
 
