@@ -2,7 +2,7 @@
 //! onto a stack of its own, so that none of flamewarden's page tables is copied and no page of
 //! it is copied on write afterwards (a fork of this process cost about 1 ms). Between clone and
 //! exec the child makes system calls only, on memory prepared before the clone: it resets the
-//! signal handlers, moves itself into the run's cgroups, notes its pid in the guard's map, takes
+//! signal handlers, notes its pid in the guard's map, moves itself into the run's cgroups, takes
 //! its standard streams, work directory, process group, rlimits, Landlock ruleset and seccomp
 //! filter, and executes the command. The calling thread sleeps meanwhile (`CLONE_VFORK`) and
 //! wakes once exec succeeded or the child exited; a failure is written into the shared memory.
@@ -233,12 +233,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(signal, &default, std::ptr::null_mut());
             }
         }
-        for fd in setup.procs {
-            // "0": the writing process, into the cgroup of this cgroup.procs.
-            if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                fail(5);
-            }
-        }
+        // Before the move: in the run's cgroup the guard would see this bpf() as the run's.
         if let Some((map_fd, cgroup_id)) = setup.register {
             let pid = libc::getpid() as u32;
             let attr = MapUpdate {
@@ -256,6 +251,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             ) != 0
             {
                 fail(6);
+            }
+        }
+        for fd in setup.procs {
+            // "0": the writing process, into the cgroup of this cgroup.procs.
+            if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(5);
             }
         }
         // Its own process group: a terminal's Ctrl-C reaches flamewarden, which ends the run.
