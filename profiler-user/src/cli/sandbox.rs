@@ -125,6 +125,7 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
     let stop = super::stop_flag().context("cannot install the signal handlers")?;
     // Fail early, with file:line:column, on a bad policy.
     crate::policy::load(&args.policy)?;
+    let ahead = sandbox::Ahead::start().context("cannot start the batch's cgroup thread")?;
     let mut out = std::io::stdout().lock();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -148,7 +149,7 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
                     command: run.command.into_iter().map(OsString::from).collect(),
                     profile: None,
                 };
-                Ok(sandbox::run(&opts, &stop)?)
+                Ok(sandbox::run_ahead(&opts, &stop, Some(&ahead))?)
             });
         let text = match result {
             Ok(verdict) => serde_json::to_string(&verdict)?,

@@ -248,10 +248,7 @@ pub fn fs_entries(id: u64, path: &Path, is_dir: bool) -> Vec<(u32, GuardFsKey)> 
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
-        path::Path,
-    };
+    use std::path::Path;
 
     use super::{SYSCALL_CLASSES, fs_entries};
 

@@ -149,15 +149,16 @@ impl Child {
             step: AtomicI32::new(-1),
             errno: AtomicI32::new(0),
         };
-        // SAFETY: all-zero sigsets are valid out-buffers; sigfillset and pthread_sigmask only
-        // write them. No signal handler may run in the child, which shares this memory: all
-        // are blocked until the child has reset them.
         let mut start = Start {
             setup,
             report: &report,
+            // SAFETY: an all-zero sigset is a valid value (and pthread_sigmask overwrites it).
             mask: unsafe { std::mem::zeroed() },
         };
+        // SAFETY: as above.
         let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both sigsets are valid and ours. No signal handler may run in the child,
+        // which shares this memory: all are blocked until the child has reset them.
         unsafe {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut start.mask);

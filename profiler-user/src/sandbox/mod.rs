@@ -1,6 +1,7 @@
 //! `flamewarden sandbox run`: one submission in a fresh cgroup under a policy, with a verdict.
 //! See docs/sandbox.md.
 
+mod ahead;
 pub mod cgroup;
 mod child;
 mod profile;
@@ -9,6 +10,7 @@ pub mod stack;
 mod supervise;
 pub mod verdict;
 
+pub use ahead::Ahead;
 pub use run::{SandboxError, SandboxOptions};
 pub use verdict::{Status, Verdict, Violation};
 
@@ -18,7 +20,17 @@ pub fn run(
     opts: &SandboxOptions,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Verdict, SandboxError> {
-    let verdict = run::run(opts, stop)?;
+    run_ahead(opts, stop, None)
+}
+
+/// [`run`] in a batch: the run's cgroups and work directory made and removed by `ahead`'s
+/// thread (see [`Ahead`]).
+pub fn run_ahead(
+    opts: &SandboxOptions,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ahead: Option<&Ahead>,
+) -> Result<Verdict, SandboxError> {
+    let verdict = run::run(opts, stop, ahead)?;
     crate::daemon::verdicts::report(&verdict);
     Ok(verdict)
 }

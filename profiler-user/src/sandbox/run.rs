@@ -19,6 +19,7 @@ use std::{
 use profiler_common::{GuardRun, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
 
 use super::{
+    ahead::{self, Ahead, Made},
     cgroup::{CgroupLimits, RunCgroup, sandboxes_parent_v2_dir},
     child::{Child, ChildSetup},
     profile::Profiling,
@@ -137,7 +138,7 @@ struct Prepared {
     layers: PreparedLayers,
     command: PreparedCommand,
     workdir: PathBuf,
-    _tempdir: Option<tempfile::TempDir>,
+    tempdir: Option<tempfile::TempDir>,
 }
 
 /// The policy of the last run, while its file is unchanged: a batch of runs parses it once.
@@ -160,21 +161,25 @@ fn load_policy(path: &Path) -> Result<CompiledPolicy, SandboxError> {
     Ok(policy)
 }
 
-fn prepare(opts: &SandboxOptions) -> Result<Prepared, SandboxError> {
-    let mut policy = load_policy(&opts.policy)?;
+/// Prepares a run under `policy`; `made` is a fresh work directory made ahead (batch).
+fn prepare(
+    opts: &SandboxOptions,
+    mut policy: CompiledPolicy,
+    made: Option<tempfile::TempDir>,
+) -> Result<Prepared, SandboxError> {
     let mode = opts.mode.unwrap_or(policy.mode);
     policy.mode = mode;
-    let (workdir, tempdir) = match &opts.workdir {
-        Some(dir) => (
+    let (workdir, tempdir) = match (&opts.workdir, made) {
+        (Some(dir), _) => (
             std::fs::canonicalize(dir)
                 .map_err(io_error(format!("work directory {}", dir.display())))?,
             None,
         ),
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("flamewarden-run-")
-                .tempdir()
-                .map_err(io_error("cannot create a work directory"))?;
+        (None, made) => {
+            let dir = match made {
+                Some(dir) => dir,
+                None => ahead::workdir().map_err(io_error("cannot create a work directory"))?,
+            };
             (dir.path().to_path_buf(), Some(dir))
         }
     };
@@ -192,7 +197,7 @@ fn prepare(opts: &SandboxOptions) -> Result<Prepared, SandboxError> {
         layers,
         command,
         workdir: workdir.clone(),
-        _tempdir: tempdir,
+        tempdir,
     })
 }
 
@@ -322,25 +327,43 @@ fn open_file(path: &Path, write: bool) -> Result<File, SandboxError> {
     result.map_err(io_error(path.display().to_string()))
 }
 
-/// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early.
-pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, SandboxError> {
+/// A fresh name for a run's cgroups: `run-<flamewarden's pid>-<n>`.
+fn run_name() -> String {
     static RUNS: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "run-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early. With `ahead` (a
+/// batch), the run's cgroups and work directory were made ahead, the next run's are, and this
+/// one's are removed after the verdict.
+pub fn run(
+    opts: &SandboxOptions,
+    stop: &Arc<AtomicBool>,
+    ahead: Option<&Ahead>,
+) -> Result<Verdict, SandboxError> {
     let steps = Steps::start();
-    let prepared = prepare(opts)?;
-    steps.done("policy and layers prepared");
-    let limits = prepared.policy.limits;
-    let cgroup = RunCgroup::create(
-        &format!(
-            "run-{}-{}",
-            std::process::id(),
-            RUNS.fetch_add(1, Ordering::Relaxed)
-        ),
-        &CgroupLimits {
-            tasks: limits.tasks.map(u64::from),
-            memory_bytes: limits.memory_bytes,
-        },
-    )?;
+    let policy = load_policy(&opts.policy)?;
+    let limits = policy.limits;
+    let cgroup_limits = CgroupLimits {
+        tasks: limits.tasks.map(u64::from),
+        memory_bytes: limits.memory_bytes,
+    };
+    let fresh_workdir = opts.workdir.is_none();
+    let made = ahead.and_then(|ahead| ahead.take(cgroup_limits, fresh_workdir));
+    if let Some(ahead) = ahead {
+        ahead.make_next(cgroup_limits, fresh_workdir, run_name());
+    }
+    let (cgroup, made_workdir) = match made {
+        Some(made) => (made.cgroup, made.workdir),
+        None => (RunCgroup::create(&run_name(), &cgroup_limits)?, None),
+    };
     steps.done("cgroups created");
+    let mut prepared = prepare(opts, policy, made_workdir)?;
+    steps.done("policy and layers prepared");
     let registered = Registered::new(&prepared, cgroup.id())?;
     steps.done("registered with the kernel side");
 
@@ -457,7 +480,17 @@ pub fn run(opts: &SandboxOptions, stop: &Arc<AtomicBool>) -> Result<Verdict, San
     // its own reasons) are not violations.
     let unexplained = (recorded.len() - violations.len()) as u64;
     drop(registered);
-    let cleanup = cgroup.remove();
+    let made = Made {
+        cgroup,
+        workdir: prepared.tempdir.take(),
+    };
+    let cleanup = match ahead {
+        Some(ahead) => {
+            ahead.retire(made);
+            Ok(())
+        }
+        None => made.cgroup.remove(),
+    };
     steps.done("cleaned up");
 
     let (exit, ended) = match supervised {
