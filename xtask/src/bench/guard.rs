@@ -71,15 +71,21 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     let judge = root.join("policies/judge.toml");
     // The first run attaches the guard's programs (once per host); it is not measured.
     timed(sandbox(ctx, &judge).args(["--", "/bin/true"]))?;
-    let (mut bare, mut guarded) = (Vec::new(), Vec::new());
+    let (mut bare, mut guarded, mut started) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         bare.push(timed(&mut Command::new("/bin/true"))?.as_secs_f64() * 1e3);
         guarded.push(timed(sandbox(ctx, &judge).args(["--", "/bin/true"]))?.as_secs_f64() * 1e3);
+        started.push(timed(Command::new(&ctx.flamewarden).arg("--version"))?.as_secs_f64() * 1e3);
     }
     let (bare_ms, guarded_ms) = (median(&bare), median(&guarded));
     let overhead_ms = guarded_ms - bare_ms;
     let per_second = 1e3 / guarded_ms;
+    // What a process of flamewarden costs before it does anything: part of every `sandbox run`.
+    let startup_ms = median(&started) - bare_ms;
     println!("  /bin/true, median of {RUNS}: bare {bare_ms:.3} ms, sandbox run {guarded_ms:.3} ms");
+    println!(
+        "  of which starting flamewarden itself (`flamewarden --version` over /bin/true): {startup_ms:.3} ms"
+    );
     println!(
         "  per-run overhead: {overhead_ms:.3} ms (goal ≤ {OVERHEAD_GOAL_MS} ms: {}); {per_second:.0} runs/s single-threaded",
         verdict(overhead_ms <= OVERHEAD_GOAL_MS)
@@ -159,6 +165,7 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         "bare_ms": bare_ms,
         "sandbox_ms": guarded_ms,
         "overhead_ms": overhead_ms,
+        "startup_ms": startup_ms,
         "runs_per_second": per_second,
         "batch_ms": batch_ms,
         "batch_overhead_ms": batch_overhead_ms,
