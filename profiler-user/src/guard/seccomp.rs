@@ -358,17 +358,26 @@ mod tests {
         words
     }
 
-    /// A classic-BPF interpreter for the instructions seccompiler and the x32 guard emit.
-    fn run(program: &[sock_filter], data: &[u32; 16]) -> u32 {
-        let (mut a, mut pc) = (0u32, 0usize);
+    /// A classic-BPF interpreter for the instructions seccompiler, the x32 guard and the search
+    /// tree emit. `load` gives the word at an offset of `struct seccomp_data`, or `None` to stop
+    /// there. Returns the program's return value (`None` when stopped) and the instructions run.
+    fn interpret(
+        program: &[sock_filter],
+        load: impl Fn(u32) -> Option<u32>,
+    ) -> (Option<u32>, usize) {
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0);
         loop {
             let insn = &program[pc];
+            steps += 1;
             let jump = |taken: bool| pc + 1 + usize::from(if taken { insn.jt } else { insn.jf });
             pc = match insn.code {
-                0x20 => {
-                    a = data[insn.k as usize / 4];
-                    pc + 1
-                }
+                0x20 => match load(insn.k) {
+                    Some(word) => {
+                        a = word;
+                        pc + 1
+                    }
+                    None => return (None, steps),
+                },
                 0x54 => {
                     a &= insn.k;
                     pc + 1
@@ -378,10 +387,16 @@ mod tests {
                 0x25 => jump(a > insn.k),
                 0x35 => jump(a >= insn.k),
                 0x45 => jump(a & insn.k != 0),
-                0x06 => return insn.k,
+                0x06 => return (Some(insn.k), steps),
                 code => panic!("unexpected instruction {code:#x}"),
             };
         }
+    }
+
+    fn run(program: &[sock_filter], data: &[u32; 16]) -> u32 {
+        interpret(program, |k| Some(data[k as usize / 4]))
+            .0
+            .expect("runs to a return")
     }
 
     /// What the kernel answers for a stack of filters: newest first, the most severe action, the
@@ -482,33 +497,12 @@ mod tests {
     /// The instructions the kernel's allow-cache emulation walks for `nr` before it reaches a
     /// return or gives up at an argument load.
     fn emulated_steps(program: &[sock_filter], nr: u32) -> usize {
-        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0);
-        loop {
-            let insn = &program[pc];
-            steps += 1;
-            let jump = |taken: bool| pc + 1 + usize::from(if taken { insn.jt } else { insn.jf });
-            pc = match insn.code {
-                0x20 if insn.k == 0 => {
-                    a = nr;
-                    pc + 1
-                }
-                0x20 if insn.k == 4 => {
-                    a = AUDIT_ARCH_X86_64;
-                    pc + 1
-                }
-                0x20 | 0x06 => return steps,
-                0x54 => {
-                    a &= insn.k;
-                    pc + 1
-                }
-                0x05 => pc + 1 + insn.k as usize,
-                0x15 => jump(a == insn.k),
-                0x25 => jump(a > insn.k),
-                0x35 => jump(a >= insn.k),
-                0x45 => jump(a & insn.k != 0),
-                code => panic!("unexpected instruction {code:#x}"),
-            };
-        }
+        interpret(program, |k| match k {
+            0 => Some(nr),
+            4 => Some(AUDIT_ARCH_X86_64),
+            _ => None,
+        })
+        .1
     }
 
     #[test]
