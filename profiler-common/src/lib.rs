@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod guard;
+pub mod guard_fs;
 pub mod guard_run;
 pub mod lifecycle;
 pub mod net;
@@ -13,6 +14,7 @@ pub mod sample;
 pub mod syscalls;
 
 pub use guard::*;
+pub use guard_fs::*;
 pub use guard_run::*;
 pub use lifecycle::*;
 pub use net::*;

@@ -10,14 +10,14 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    ExecStack, FS_EXECUTE, FS_RELATIVE, GUARD_FS_PATH_LEN, GUARD_STACK_FRAMES,
+    ExecStack, FS_EXECUTE, FS_RELATIVE, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES,
     GuardSyscallClass as Class, RUN_FS_CHECK, VIOLATION_AUDITED,
 };
 
 use crate::{
     guard_maps::{
         AuditPath, GUARD_AUDIT_PATHS, GUARD_AUDIT_SCRATCH, GUARD_EXEC_SCRATCH, GUARD_EXEC_STACKS,
-        GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_RUNS, GUARD_SEEN,
+        GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_RUNS, GUARD_SEEN, OPEN_PATH_BUF,
     },
     guard_sys::{Call, FS_FIXED_BITS, access_of, arg, class_of, record_at},
     targets::current_cgroup_id,
@@ -137,16 +137,48 @@ pub(crate) fn first_report(
     len: usize,
     access: u32,
 ) -> bool {
-    // FNV-1a, seeded with the rights: reading a path and then writing it are two reports.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(access);
+    let mut hash = path_hash_seed(access);
     let mut i = 0;
     while i < GUARD_FS_PATH_LEN {
         if i >= len {
             break;
         }
-        hash = (hash ^ u64::from(path[i])).wrapping_mul(0x0000_0100_0000_01b3);
+        hash = path_hash_step(hash, path[i]);
         i += 1;
     }
+    first_hash(cgroup_id, hash)
+}
+
+/// [`first_report`] for a NUL-terminated path.
+#[inline(always)]
+pub(crate) fn first_report_bytes(cgroup_id: u64, buf: &[u8; OPEN_PATH_BUF], access: u32) -> bool {
+    let mut hash = path_hash_seed(access);
+    let mut i = 0;
+    while i < GUARD_PATH_LEN {
+        let byte = buf[i];
+        if byte == 0 {
+            break;
+        }
+        hash = path_hash_step(hash, byte);
+        i += 1;
+    }
+    first_hash(cgroup_id, hash)
+}
+
+/// FNV-1a, seeded with the rights: reading a path and then writing it are two reports.
+#[inline(always)]
+fn path_hash_seed(access: u32) -> u64 {
+    0xcbf2_9ce4_8422_2325 ^ u64::from(access)
+}
+
+#[inline(always)]
+fn path_hash_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// Whether `hash` is new for the run; remembers it.
+#[inline(always)]
+fn first_hash(cgroup_id: u64, hash: u64) -> bool {
     let key = [cgroup_id, hash];
     // SAFETY: only tests for presence.
     if unsafe { GUARD_SEEN.get(key) }.is_some() {

@@ -85,3 +85,25 @@ pub static GUARD_SCRATCH: PerCpuArray<GuardViolation> = PerCpuArray::with_max_en
 /// The path lookup key being built, per CPU.
 #[map(name = "GUARD_FS_SCRATCH")]
 pub static GUARD_FS_SCRATCH: PerCpuArray<Key<GuardFsKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bytes of [`OpenWalk::path`]: twice a reported path, so that a bounded offset plus a bounded
+/// length stays inside it for the verifier.
+pub const OPEN_PATH_BUF: usize = 2 * profiler_common::GUARD_PATH_LEN;
+/// Names [`OpenWalk::dentries`] holds: a deeper file's path keeps its deepest part.
+pub const OPEN_WALK_NAMES: usize = 32;
+
+/// An opened file's walk up its dentries (`guard_open`), per CPU.
+#[repr(C)]
+pub struct OpenWalk {
+    /// Entries of `dentries` in use (kept here, not in a register: a count the verifier does
+    /// not track keeps the walk's states few).
+    pub names: u64,
+    /// The dentries whose names make the path, the file's first.
+    pub dentries: [u64; OPEN_WALK_NAMES],
+    /// The path, NUL-terminated.
+    pub path: [u8; OPEN_PATH_BUF],
+}
+
+/// See [`OpenWalk`].
+#[map(name = "GUARD_OPEN_WALK")]
+pub static GUARD_OPEN_WALK: PerCpuArray<OpenWalk> = PerCpuArray::with_max_entries(1, 0);

@@ -33,6 +33,7 @@ use crate::{
         GUARD_AUDIT_PATHS, GUARD_EXEC_STACKS, GUARD_NET_PENDING, GUARD_RUN_PIDS, GUARD_RUNS,
         GUARD_SCRATCH, GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
     },
+    guard_open,
     targets::current_cgroup_id,
 };
 
@@ -47,6 +48,7 @@ const O_WRONLY: u64 = 1;
 const O_RDWR: u64 = 2;
 const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
+const O_PATH: u64 = 0o10000000;
 /// Bits of the fixed part (cgroup id) of a `GuardFsKey`.
 pub(crate) const FS_FIXED_BITS: u32 = 64;
 
@@ -503,6 +505,21 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         if kind == Class::EXEC {
             // A failed exec leaves its kept stack behind; a successful one was recorded.
             let _ = GUARD_EXEC_STACKS.remove(tid);
+        }
+        // An opened file is judged by the file itself: the path buffer may have changed.
+        if kind == Class::OPEN && ret >= 0 && config.flags & RUN_FS_CHECK != 0 {
+            let args = args(regs);
+            let needed = access_of(call.class, &args);
+            let flags_arg = Class::flags_arg(call.class);
+            // Landlock does not check `O_PATH` descriptors.
+            let o_path = flags_arg != Class::NO_ARG && arg(&args, flags_arg) & O_PATH != 0;
+            if needed == 0
+                || o_path
+                || guard_open::check_opened(ctx.as_ptr(), run, &call, ret, needed)
+            {
+                let _ = GUARD_AUDIT_PATHS.remove(tid);
+                return Ok(());
+            }
         }
         // What Landlock would have refused: a path call that reached its file (a call that
         // failed, e.g. ENOENT, would have failed the same way under Landlock).

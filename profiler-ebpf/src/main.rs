@@ -11,6 +11,7 @@
 mod guard;
 mod guard_audit;
 mod guard_maps;
+mod guard_open;
 mod guard_sys;
 mod lifecycle;
 mod maps;

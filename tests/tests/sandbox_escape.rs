@@ -48,6 +48,7 @@ enum Escape {
     ReadDirect,
     ReadSymlink,
     ReadProcFd,
+    ReadDirfd,
     ReadIoUring,
     RaceOpen,
     WriteOutside,
@@ -69,6 +70,7 @@ impl Escape {
             Escape::ReadDirect => "read_direct",
             Escape::ReadSymlink => "read_symlink",
             Escape::ReadProcFd => "read_procfd",
+            Escape::ReadDirfd => "read_dirfd",
             Escape::ReadIoUring => "read_io_uring",
             Escape::RaceOpen => "race_open",
             Escape::WriteOutside => "write_outside",
@@ -90,6 +92,7 @@ impl Escape {
             Escape::ReadDirect
             | Escape::ReadSymlink
             | Escape::ReadProcFd
+            | Escape::ReadDirfd
             | Escape::ReadIoUring
             | Escape::RaceOpen => Some(stage.secret.clone().into()),
             Escape::WriteOutside => Some(stage.marker.clone().into()),
@@ -105,9 +108,11 @@ impl Escape {
     /// The rule its violation names (docs/sandbox.md, "Rules").
     fn rule(self) -> &'static str {
         match self {
-            Escape::ReadDirect | Escape::ReadSymlink | Escape::ReadProcFd | Escape::RaceOpen => {
-                "filesystem.read"
-            }
+            Escape::ReadDirect
+            | Escape::ReadSymlink
+            | Escape::ReadProcFd
+            | Escape::ReadDirfd
+            | Escape::RaceOpen => "filesystem.read",
             Escape::WriteOutside => "filesystem.write",
             Escape::ExecShell => "filesystem.execute",
             Escape::NetTcp | Escape::NetUdp => "network.deny_all",
@@ -128,6 +133,7 @@ impl Escape {
             Escape::ReadDirect
             | Escape::ReadSymlink
             | Escape::ReadProcFd
+            | Escape::ReadDirfd
             | Escape::RaceOpen
             | Escape::WriteOutside => &["openat"],
             Escape::ReadIoUring => &["io_uring_setup"],
@@ -150,6 +156,14 @@ impl Escape {
         let secret = stage.secret.display().to_string();
         match self {
             Escape::ReadDirect => vec![secret],
+            // Enforce mode names the relative argument, audit mode the file opened.
+            Escape::ReadDirfd => vec![
+                stage
+                    .secret
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or(secret),
+            ],
             Escape::ReadSymlink => vec!["link-to-secret".into(), secret],
             Escape::ReadProcFd => vec!["/proc/self/fd/".into(), secret],
             Escape::WriteOutside => vec![stage.marker.display().to_string()],
@@ -171,6 +185,7 @@ impl Escape {
             Escape::ReadDirect
             | Escape::ReadSymlink
             | Escape::ReadProcFd
+            | Escape::ReadDirfd
             | Escape::ReadIoUring
             | Escape::RaceOpen => effects.secret_leaked,
             Escape::WriteOutside => effects.marker_created,
@@ -534,6 +549,7 @@ escapes! {
     read_secret_directly: ReadDirect,
     read_secret_through_symlink: ReadSymlink,
     read_secret_through_proc_self_fd: ReadProcFd,
+    read_secret_through_a_directory_fd: ReadDirfd,
     read_secret_through_io_uring: ReadIoUring,
     race_path_rewrite_during_open: RaceOpen,
     write_outside_workdir: WriteOutside,

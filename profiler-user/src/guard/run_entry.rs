@@ -2,16 +2,17 @@
 //! and deny bitmaps, conditional checks, the fork-rate limit) and, in audit mode, the allowed
 //! path prefixes the entry hook checks. Pure: unit-tested without root.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _, path::Path};
 
 use profiler_common::{
-    ARG_ANY_BITS, ARG_EQUALS, ARG_NOT_EQUALS, FS_EXECUTE, FS_READ, FS_WRITE, GUARD_ARG_RULES,
-    GUARD_SYSCALLS, GuardArgRule, GuardFsKey, GuardRun, RUN_AUDIT, RUN_FS_CHECK, bitmap_set,
+    ARG_ANY_BITS, ARG_EQUALS, ARG_NOT_EQUALS, FS_EXECUTE, FS_INODE_KEY_LEN, FS_READ, FS_WRITE,
+    GUARD_ARG_RULES, GUARD_SYSCALLS, GuardArgRule, GuardFsKey, GuardRun, RUN_AUDIT, RUN_FS_CHECK,
+    bitmap_set, fs_inode_key,
 };
 
 use crate::{
     policy::{ArgTest, CompiledPolicy, FsAccess, Mode, ResolvedPath, SyscallAction},
-    probes::guard_runs::fs_entries,
+    probes::{fs_layout::kernel_dev, guard_runs::fs_entries},
 };
 
 /// `EPERM`: what seccomp answers for a `kill` rule in a sandbox run, whose tracepoint then kills.
@@ -143,16 +144,36 @@ pub fn fs_allow_entries(id: u64, paths: &[ResolvedPath]) -> Vec<(u32, GuardFsKey
             (path.clone(), bits | from_ancestors)
         })
         .collect();
-    inherited
-        .into_iter()
+    let mut entries: Vec<(u32, GuardFsKey, u32)> = inherited
+        .iter()
         .flat_map(|(path, bits)| {
-            let is_dir = Path::new(&path).is_dir();
-            fs_entries(id, &path, is_dir)
+            let is_dir = Path::new(path).is_dir();
+            fs_entries(id, path, is_dir)
                 .into_iter()
-                .map(move |(len, key)| (len, key, bits))
+                .map(move |(len, key)| (len, key, *bits))
         })
-        .collect()
+        .collect();
+    // The same rights by device and inode, for the kernel side's walk from an opened file up
+    // its dentries (the file a path leads to, as Landlock's rules hold them).
+    let mut inodes: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+    for (path, bits) in &inherited {
+        if let Ok(meta) = std::fs::metadata(path) {
+            *inodes
+                .entry((kernel_dev(meta.dev()), meta.ino()))
+                .or_default() |= bits;
+        }
+    }
+    let bits = FS_FIXED_BITS + 8 * FS_INODE_KEY_LEN as u32;
+    entries.extend(
+        inodes
+            .into_iter()
+            .map(|((dev, ino), rights)| (bits, fs_inode_key(id, dev, ino), rights)),
+    );
+    entries
 }
+
+/// Bits of the cgroup-id part of a [`GuardFsKey`].
+const FS_FIXED_BITS: u32 = 64;
 
 #[cfg(test)]
 mod tests {
@@ -183,6 +204,46 @@ mod tests {
         assert_eq!(run.start_ns, 5);
         assert_eq!(run.flags & RUN_AUDIT, 0);
         assert_ne!(run_entry(&policy, Mode::Audit, 0).flags & RUN_AUDIT, 0);
+    }
+
+    #[test]
+    fn allowed_trees_are_keyed_by_path_and_by_inode() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        use profiler_common::{FS_READ, FS_WRITE, fs_inode_key};
+
+        use super::fs_allow_entries;
+        use crate::{
+            policy::{FsAccess, ResolvedPath},
+            probes::fs_layout::kernel_dev,
+        };
+
+        let dir = std::env::temp_dir().join(format!("fw-inode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rule = |path: &std::path::Path, write| ResolvedPath {
+            path: path.to_path_buf(),
+            access: FsAccess {
+                read: true,
+                write,
+                execute: false,
+            },
+            is_dir: true,
+        };
+        // Two rules for one directory (as written and through a symlink): one inode entry with
+        // both rules' rights.
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let entries = fs_allow_entries(9, &[rule(&dir, false), rule(&link, true)]);
+        let meta = std::fs::metadata(&dir).unwrap();
+        let key = fs_inode_key(9, kernel_dev(meta.dev()), meta.ino());
+        let inode: Vec<_> = entries.iter().filter(|(_, k, _)| *k == key).collect();
+        assert_eq!(inode.len(), 1, "one entry for the inode");
+        assert_eq!(inode[0].0, 64 + 8 * 17, "matched whole");
+        assert_eq!(inode[0].2, FS_READ | FS_WRITE);
+        assert!(entries.iter().any(|(_, k, _)| k.path.starts_with(b"/")), "path entries too");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod cpu;
 mod error;
+pub mod fs_layout;
 pub mod guard;
 pub mod guard_runs;
 mod lifecycle;
@@ -115,6 +116,16 @@ pub fn load_tuned(
         profiler_common::NetLayout::UNSET
     };
     loader.override_global(profiler_common::GLOBAL_NET_LAYOUT, &net_layout, true);
+    // Audit mode judges opened files by their dentries; without the offsets, by the path.
+    let fs_layout = if families.contains(&Family::Guard) {
+        fs_layout::kernel_fs_layout().unwrap_or_else(|e| {
+            tracing::warn!("audit mode judges opens by their path argument only: {e}");
+            profiler_common::GuardFsLayout::UNSET
+        })
+    } else {
+        profiler_common::GuardFsLayout::UNSET
+    };
+    loader.override_global(profiler_common::GLOBAL_GUARD_FS_LAYOUT, &fs_layout, true);
     // 0 and u32::MAX: unknown (the programs are unused without the family).
     let (mut exit_code, mut group_dead) = (0u32, u32::MAX);
     if families.contains(&Family::Lifecycle) {

@@ -13,7 +13,7 @@ use super::ProbeError;
 /// The kernel's own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-fn err(reason: impl Into<String>) -> ProbeError {
+pub(super) fn err(reason: impl Into<String>) -> ProbeError {
     ProbeError::KernelLayout(reason.into())
 }
 
@@ -28,8 +28,8 @@ pub fn net_layout_from(path: &Path) -> Result<NetLayout, ProbeError> {
     Layout { btf: &btf }.net()
 }
 
-struct Layout<'a> {
-    btf: &'a Btf,
+pub(super) struct Layout<'a> {
+    pub(super) btf: &'a Btf,
 }
 
 /// A field found in a structure: its byte offset and its type (typedefs and qualifiers
@@ -212,7 +212,7 @@ impl Layout<'_> {
     }
 
     /// The complete definition of `struct name` (not a forward declaration).
-    fn find_struct(&self, name: &str) -> Result<Struct, ProbeError> {
+    pub(super) fn find_struct(&self, name: &str) -> Result<Struct, ProbeError> {
         self.btf
             .resolve_types_by_name(name)
             .map_err(|e| err(format!("no struct {name} in the kernel's BTF: {e}")))?
@@ -224,7 +224,12 @@ impl Layout<'_> {
             .ok_or_else(|| err(format!("no struct {name} in the kernel's BTF")))
     }
 
-    fn offset(&self, within: &Struct, what: &str, path: &[&str]) -> Result<u32, ProbeError> {
+    pub(super) fn offset(
+        &self,
+        within: &Struct,
+        what: &str,
+        path: &[&str],
+    ) -> Result<u32, ProbeError> {
         self.field(within, what, path).map(|f| f.offset)
     }
 
