@@ -5,8 +5,8 @@
 //!   violation of the right rule (syscall, argument, errno, pid, a symbolized stack), and —
 //!   checked on the other side, never from the program's own claim — nothing got through: the
 //!   secret's bytes appear nowhere in the output, no marker file, the loopback listener and
-//!   receiver saw nothing, the victim process is alive and was never traced, no mount or
-//!   namespace appeared, no shell or memfd payload ran;
+//!   receiver saw nothing, the victim process is alive, was never traced and kept its nice
+//!   value and open-file limit, no mount or namespace appeared, no shell or memfd payload ran;
 //! - `audit::NAME` (`--mode audit`): the same violation is reported as `audited`, and — audit
 //!   denies nothing — the attempt's effect is observed;
 //! - `bare::NAME`: without any sandbox (as root) the program does get through, so the corpus
@@ -62,6 +62,8 @@ enum Escape {
     Mount,
     Clone3Namespaces,
     SignalOutside,
+    ReniceOutside,
+    LimitOutside,
 }
 
 impl Escape {
@@ -84,6 +86,8 @@ impl Escape {
             Escape::Mount => "mount_tmpfs",
             Escape::Clone3Namespaces => "clone3_ns",
             Escape::SignalOutside => "signal_outside",
+            Escape::ReniceOutside => "renice_outside",
+            Escape::LimitOutside => "limit_outside",
         }
     }
 
@@ -99,7 +103,10 @@ impl Escape {
             Escape::ExecShell | Escape::ExecMemfd => Some(stage.token.clone().into()),
             Escape::NetTcp => Some(port(&stage.tcp.local_addr()).into()),
             Escape::NetUdp | Escape::NetRaw => Some(port(&stage.udp.local_addr()).into()),
-            Escape::Ptrace | Escape::SignalOutside => Some(stage.victim.pid().to_string().into()),
+            Escape::Ptrace
+            | Escape::SignalOutside
+            | Escape::ReniceOutside
+            | Escape::LimitOutside => Some(stage.victim.pid().to_string().into()),
             Escape::UserNamespace | Escape::Mount | Escape::Clone3Namespaces => None,
         };
         arg.into_iter().collect()
@@ -118,6 +125,7 @@ impl Escape {
             Escape::NetTcp | Escape::NetUdp => "network.deny_all",
             Escape::NetRaw => "network.raw_socket",
             Escape::SignalOutside => "ipc.signal_outside",
+            Escape::ReniceOutside | Escape::LimitOutside => "ipc.processes_outside",
             Escape::ReadIoUring
             | Escape::ExecMemfd
             | Escape::Ptrace
@@ -148,6 +156,8 @@ impl Escape {
             Escape::Mount => &["mount"],
             Escape::Clone3Namespaces => &["clone3"],
             Escape::SignalOutside => &["kill"],
+            Escape::ReniceOutside => &["setpriority"],
+            Escape::LimitOutside => &["prlimit64"],
         }
     }
 
@@ -198,6 +208,8 @@ impl Escape {
             Escape::UserNamespace | Escape::Clone3Namespaces => effects.new_namespace,
             Escape::Mount => effects.mounted,
             Escape::SignalOutside => effects.victim_killed,
+            Escape::ReniceOutside => effects.victim_reniced,
+            Escape::LimitOutside => effects.victim_limited,
         }
     }
 }
@@ -219,8 +231,10 @@ struct Stage {
     marker: PathBuf,
     tcp: TcpListener,
     udp: UdpSocket,
-    /// A process outside the sandbox, to trace or signal.
+    /// A process outside the sandbox, to trace, signal, renice or limit.
     victim: BackgroundProcess,
+    /// The victim's open-file limit as it started.
+    victim_files: String,
 }
 
 impl Stage {
@@ -237,7 +251,14 @@ impl Stage {
             Command::new("sleep").arg("60").stdin(Stdio::null()),
             "victim (sleep 60)",
         );
+        let victim_files = open_files_limit(victim.pid()).expect("the victim's limits");
+        assert_eq!(
+            nice_of(victim.pid()),
+            Some(0),
+            "the victim starts at nice 0"
+        );
         Stage {
+            victim_files,
             tag: new_tag(),
             token: random_hex(8),
             workdir: tempfile::tempdir().expect("temporary directory"),
@@ -274,6 +295,9 @@ impl Stage {
             tcp_connected,
             datagrams,
             victim_killed: !self.victim.is_running(),
+            victim_reniced: nice_of(self.victim.pid()) != Some(0),
+            victim_limited: open_files_limit(self.victim.pid())
+                .is_some_and(|l| l != self.victim_files),
             traced: seen.traced,
             mounted: seen.mounted,
             new_namespace: seen.new_namespace,
@@ -295,6 +319,21 @@ impl Drop for Stage {
     }
 }
 
+/// The nice value of a process (field 19 of /proc/PID/stat).
+fn nice_of(pid: u32) -> Option<i64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Past the command name, which may hold spaces: field 3 is the first after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19 - 3)?.parse().ok()
+}
+
+/// The "Max open files" line of /proc/PID/limits (soft and hard), as written there.
+fn open_files_limit(pid: u32) -> Option<String> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    Some(line.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// What an attempt did, as seen from outside.
 #[derive(Debug, Default)]
 struct Effects {
@@ -305,6 +344,8 @@ struct Effects {
     tcp_connected: bool,
     datagrams: Vec<Vec<u8>>,
     victim_killed: bool,
+    victim_reniced: bool,
+    victim_limited: bool,
     traced: bool,
     mounted: bool,
     new_namespace: bool,
@@ -319,6 +360,8 @@ impl Effects {
             || self.tcp_connected
             || !self.datagrams.is_empty()
             || self.victim_killed
+            || self.victim_reniced
+            || self.victim_limited
             || self.traced
             || self.mounted
             || self.new_namespace)
@@ -563,4 +606,50 @@ escapes! {
     mount_tmpfs: Mount,
     clone3_with_namespace_flags: Clone3Namespaces,
     signal_outside_process: SignalOutside,
+    renice_outside_process: ReniceOutside,
+    limit_outside_process_open_files: LimitOutside,
+}
+
+/// A descriptor the judge opened without `O_CLOEXEC` (here: on the secret) is inherited by
+/// flamewarden; the command must not get it, in any mode. Bare, the same program reads it.
+#[test]
+fn descriptors_leaked_by_the_judge_do_not_reach_the_command() {
+    if !require_bpf() {
+        return;
+    }
+    let stage = Stage::new();
+    let program = escape_program("read_inherited");
+    let path = std::ffi::CString::new(stage.secret.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a NUL-terminated path; the descriptor is closed below. No O_CLOEXEC: the leak.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(
+        fd >= 3,
+        "open the secret: {}",
+        std::io::Error::last_os_error()
+    );
+    let leaked = |output: &[u8]| contains(output, stage.secret_text.as_bytes());
+    for mode in [None, Some("audit")] {
+        let run = Sandbox {
+            workdir: Some(stage.workdir.path().to_owned()),
+            mode,
+            tag: stage.tag.clone(),
+            ..Sandbox::new(&judge_policy())
+        }
+        .run(&program, &[]);
+        assert!(
+            !leaked(&run.stdout),
+            "mode {mode:?}: the command read the judge's descriptor:\n{}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            run.verdict
+        );
+        assert_eq!(run.verdict.0["exit_code"], 1, "{}", run.verdict);
+    }
+    let (status, stdout) = run_bare(&program, &[], stage.workdir.path(), None, &stage.tag);
+    // SAFETY: our own descriptor, closed once.
+    unsafe { libc::close(fd) };
+    assert!(
+        status.success() && leaked(&stdout),
+        "bare, the program should read the leaked descriptor: {status}\n{}",
+        String::from_utf8_lossy(&stdout)
+    );
 }

@@ -30,7 +30,7 @@ use crate::{
         mappings::{MappingTracker, TrackerOptions},
         syscalls::{SlowCallReader, snapshot_syscalls},
     },
-    probes::{self, MapSizes, SyscallTracer},
+    probes::{self, Family, MapSizes, SyscallTracer},
     record::{Progress, RecordTarget, Session},
     symbolize::{AddressSpaces, Symbolizer},
     syscalls::{
@@ -237,7 +237,7 @@ fn trace(
         Some(_) => Some(MappingTracker::start(TrackerOptions::default())?),
         None => None,
     };
-    let mut ebpf = probes::load(MapSizes::default())?;
+    let mut ebpf = probes::load_for(MapSizes::default(), &[Family::Syscalls, Family::OffCpu])?;
     session.apply(&mut ebpf)?;
     let mut slow = SlowCalls {
         spaces: if tracker.is_some() {

@@ -20,6 +20,69 @@ struct KernelRlimit {
     hard: u64,
 }
 
+/// `struct __user_cap_header_struct` of `capset(2)`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` of `capset(2)`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two [`CapData`], 64 capabilities.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability of the calling thread: the ambient set, the bounding set (where
+/// `CAP_SETPCAP` allows) and the effective, permitted and inheritable sets. With
+/// `no_new_privs` set (first), exec cannot give any back, not even to root: the kernel grants
+/// root's capabilities at exec only within the old permitted set under `no_new_privs`. A
+/// sandboxed root process would otherwise keep `CAP_SYS_NICE`, `CAP_SYS_ADMIN`,
+/// `CAP_NET_RAW`... and with them ways around the other layers.
+fn drop_capabilities() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // Up to the kernel's last capability (EINVAL past it); EPERM without CAP_SETPCAP, when the
+    // bounding set cannot be lowered: the permitted set below is what counts.
+    for cap in 0..64 {
+        // SAFETY: as above.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
+            && Errno::last() != Errno::EPERM
+        {
+            break;
+        }
+    }
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: a valid header and two data structs, as version 3 reads.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&header), none.as_ptr()) };
+    if rc != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// `struct sock_fprog`: a seccomp program as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it.
 #[repr(C)]
 struct SockFprog {
@@ -100,7 +163,8 @@ impl PreparedLayers {
         self.apply_seccomp()
     }
 
-    /// The first part of [`Self::apply_in_child`]: rlimits, `no_new_privs` and Landlock.
+    /// The first part of [`Self::apply_in_child`]: rlimits, `no_new_privs`, in enforce mode no
+    /// capabilities, and Landlock.
     pub fn apply_before_seccomp(&self) -> Result<(), Errno> {
         for (resource, limit) in &self.rlimits {
             // SAFETY: prlimit64 on ourselves (pid 0) reads one valid `struct rlimit64` and writes
@@ -121,6 +185,9 @@ impl PreparedLayers {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(Errno::last());
+        }
+        if self.mode == Mode::Enforce {
+            drop_capabilities()?;
         }
         if let Some(ruleset) = &self.landlock {
             // SAFETY: the fd is a Landlock ruleset we own; flags 0 asks for nothing else.

@@ -186,7 +186,7 @@ mod tests {
         [[syscalls.deny]]\nnames = [\"bpf\"]\naction = \"kill\"\n\
         [[syscalls.deny]]\nnames = [\"clone\"]\naction = \"errno\"\n\
         [syscalls.deny.if_arg]\nindex = 0\nany_of = [\"CLONE_NEWUSER\"]\n\
-        [network]\ndeny_all = false\n[ipc]\nunix_sockets = true\n\
+        [network]\ndeny_all = false\n[ipc]\nunix_sockets = true\nprocesses_outside = true\n\
         [limits]\nfork_rate = 20\n";
 
     #[test]
@@ -204,6 +204,26 @@ mod tests {
         assert_eq!(run.start_ns, 5);
         assert_eq!(run.flags & RUN_AUDIT, 0);
         assert_ne!(run_entry(&policy, Mode::Audit, 0).flags & RUN_AUDIT, 0);
+    }
+
+    #[test]
+    fn other_processes_are_off_limits_unless_the_policy_says_so() {
+        let run = run_entry(&parse("p.toml", "").unwrap(), Mode::Enforce, 0);
+        for nr in [141, 203, 251, 302] {
+            assert!(
+                bitmap_has(&run.deny_if, nr),
+                "syscall {nr} denied on its target"
+            );
+        }
+        let setpriority: Vec<_> = run.arg_rules.iter().filter(|r| r.nr == 141).collect();
+        assert_eq!(setpriority.len(), 2, "another `which`, or another `who`");
+        assert_ne!(
+            setpriority[0].group, setpriority[1].group,
+            "either one denies"
+        );
+        let open = parse("p.toml", "[ipc]\nprocesses_outside = true\n").unwrap();
+        let run = run_entry(&open, Mode::Enforce, 0);
+        assert!(!bitmap_has(&run.deny_if, 302), "prlimit64 on any process");
     }
 
     #[test]
@@ -241,7 +261,10 @@ mod tests {
         assert_eq!(inode.len(), 1, "one entry for the inode");
         assert_eq!(inode[0].0, 64 + 8 * 17, "matched whole");
         assert_eq!(inode[0].2, FS_READ | FS_WRITE);
-        assert!(entries.iter().any(|(_, k, _)| k.path.starts_with(b"/")), "path entries too");
+        assert!(
+            entries.iter().any(|(_, k, _)| k.path.starts_with(b"/")),
+            "path entries too"
+        );
         std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir(&dir).unwrap();
     }

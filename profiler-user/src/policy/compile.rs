@@ -23,13 +23,20 @@ pub fn compile(src: &Source<'_>) -> Result<CompiledPolicy, PolicyError> {
         .unix_sockets
         .as_ref()
         .map_or_else(|| src.locate(0), |v| src.locate(v.span().start));
-    let derived = syscalls::socket_rules(
+    let mut derived = syscalls::socket_rules(
         &network,
         flag(&ipc.unix_sockets),
         &net_origin,
         net_rule,
         &ipc_origin,
     );
+    if !flag(&ipc.processes_outside) {
+        let origin = ipc
+            .processes_outside
+            .as_ref()
+            .map_or_else(|| src.locate(0), |v| src.locate(v.span().start));
+        derived.extend(syscalls::process_rules(&origin));
+    }
     let seccomp = syscalls::compile(src, &file.syscalls, derived)?;
 
     let mut tcp_connect_ports: Vec<u16> = network

@@ -281,6 +281,26 @@ pub fn explain(policy: &CompiledPolicy) -> String {
             "  May not create unix sockets (socketpair still works)."
         );
     }
+    let processes_denied = policy
+        .seccomp
+        .rules
+        .iter()
+        .any(|r| r.rule == "ipc.processes_outside");
+    let _ = writeln!(
+        out,
+        "  {}",
+        if processes_denied {
+            "May not change the priority, CPU affinity, scheduling or resource limits of other processes."
+        } else {
+            "May change the priority, CPU affinity, scheduling or resource limits of other processes it owns."
+        }
+    );
+    if policy.mode == Mode::Enforce {
+        let _ = writeln!(
+            out,
+            "  Runs without capabilities, even as root (none can be regained by exec)."
+        );
+    }
 
     let _ = writeln!(out, "\nSystem calls");
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();

@@ -89,6 +89,10 @@ pub struct IpcSection {
     /// May create unix sockets with `socket(2)` (default false; `socketpair` always works).
     #[serde(default)]
     pub unix_sockets: Option<Spanned<bool>>,
+    /// May change the priority, CPU affinity, scheduling or resource limits of processes
+    /// outside the sandbox (default false).
+    #[serde(default)]
+    pub processes_outside: Option<Spanned<bool>>,
 }
 
 /// What a syscall not matched by a rule gets.

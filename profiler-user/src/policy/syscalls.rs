@@ -1,4 +1,5 @@
-//! Seccomp rules: `[syscalls]` plus the socket rules that `[network]` and `[ipc]` imply.
+//! Seccomp rules: `[syscalls]` plus the socket and process rules that `[network]` and `[ipc]`
+//! imply.
 
 use std::collections::BTreeMap;
 
@@ -301,6 +302,56 @@ pub fn socket_rules(
             "ipc.unix_sockets",
             ipc_origin,
         ));
+    }
+    rules
+}
+
+/// `which` of `setpriority(2)`: a single process.
+const PRIO_PROCESS: u64 = 0;
+/// `which` of `ioprio_set(2)`: a single process.
+const IOPRIO_WHO_PROCESS: u64 = 1;
+
+/// The rules `ipc.processes_outside = false` implies: the calls that change another process's
+/// scheduling, CPU affinity, I/O priority or resource limits act on the caller only (pid or
+/// `who` 0), refused with `EPERM` otherwise. Landlock scopes signals and ptrace-like access, not
+/// these; and a sandbox that runs as root passes their same-user checks for every root process
+/// of the host.
+pub fn process_rules(origin: &Location) -> Vec<SyscallRule> {
+    let not_self = |index| ArgCheck {
+        index,
+        dword: true,
+        test: ArgTest::NotEquals(0),
+    };
+    let rule = |sysno: Sysno, when: Vec<ArgCheck>| SyscallRule {
+        syscall: u32::try_from(sysno.id()).unwrap_or_default(),
+        name: sysno.name(),
+        action: SyscallAction::Errno(EPERM),
+        when,
+        rule: "ipc.processes_outside".to_owned(),
+        origin: origin.clone(),
+    };
+    let mut rules: Vec<SyscallRule> = [
+        Sysno::prlimit64,
+        Sysno::sched_setaffinity,
+        Sysno::sched_setscheduler,
+        Sysno::sched_setparam,
+        Sysno::sched_setattr,
+    ]
+    .into_iter()
+    .map(|sysno| rule(sysno, vec![not_self(0)]))
+    .collect();
+    // Another process, a process group or a user (`who` 0 is the caller's own group or user).
+    for (sysno, single) in [
+        (Sysno::setpriority, PRIO_PROCESS),
+        (Sysno::ioprio_set, IOPRIO_WHO_PROCESS),
+    ] {
+        let which_is_not = ArgCheck {
+            index: 0,
+            dword: true,
+            test: ArgTest::NotEquals(single),
+        };
+        rules.push(rule(sysno, vec![which_is_not]));
+        rules.push(rule(sysno, vec![not_self(1)]));
     }
     rules
 }

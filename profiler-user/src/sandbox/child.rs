@@ -56,7 +56,7 @@ pub struct ChildError {
     pub source: io::Error,
 }
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "creating the process",
     "setting up standard streams",
     "entering the work directory",
@@ -64,6 +64,7 @@ const STEPS: [&str; 7] = [
     "executing the command",
     "moving into the run's cgroups",
     "noting the process in the guard's map",
+    "closing inherited file descriptors",
 ];
 
 /// What the child writes before it exits without exec: the index in [`STEPS`] and errno.
@@ -268,6 +269,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             {
                 fail(1);
             }
+        }
+        // Descriptors the judge leaked to flamewarden (opened without O_CLOEXEC: a secret's
+        // file, a socket, a pipe to another run) must not reach the command: every one past
+        // the three standard streams is closed at exec (the prepared ones are used until then).
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            fail(7);
         }
         if libc::chdir(setup.workdir.as_ptr()) != 0 {
             fail(2);
