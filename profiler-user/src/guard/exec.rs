@@ -39,33 +39,14 @@ struct CapData {
 /// `_LINUX_CAPABILITY_VERSION_3`: two [`CapData`], 64 capabilities.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Drops every capability of the calling thread: the ambient set, the bounding set (where
-/// `CAP_SETPCAP` allows) and the effective, permitted and inheritable sets. With
-/// `no_new_privs` set (first), exec cannot give any back, not even to root: the kernel grants
-/// root's capabilities at exec only within the old permitted set under `no_new_privs`. A
-/// sandboxed root process would otherwise keep `CAP_SYS_NICE`, `CAP_SYS_ADMIN`,
-/// `CAP_NET_RAW`... and with them ways around the other layers.
+/// Drops every capability of the calling thread: effective, permitted and inheritable (and with
+/// them the ambient set). With `no_new_privs` set (first), exec cannot give any back, not even to
+/// root: under `no_new_privs` the kernel grants root's capabilities at exec only within the old
+/// permitted set. One `capset`: lowering the bounding set too would cost a credential commit
+/// per capability, for nothing `no_new_privs` does not already ensure. A sandboxed root process
+/// would otherwise keep `CAP_SYS_NICE`, `CAP_SYS_ADMIN`, `CAP_NET_RAW`... and with them ways
+/// around the other layers.
 fn drop_capabilities() -> Result<(), Errno> {
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
-    // Up to the kernel's last capability (EINVAL past it); EPERM without CAP_SETPCAP, when the
-    // bounding set cannot be lowered: the permitted set below is what counts.
-    for cap in 0..64 {
-        // SAFETY: as above.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
-            && Errno::last() != Errno::EPERM
-        {
-            break;
-        }
-    }
     let header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
