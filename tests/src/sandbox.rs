@@ -3,8 +3,8 @@
 //! with their verdict, policy variants, and the check that a run left nothing behind.
 //!
 //! Every run is bounded ([`SANDBOX_TIMEOUT`]) and tagged: the tag goes into the command's
-//! environment (`FLAMEWARDEN_ESCAPE_TAG`) and, as `tag=TAG`, after its arguments (the corpus
-//! ignores extra ones), so the run's processes can be found — by the tests' watchers, by the
+//! environment (`FLAMEWARDEN_ESCAPE_TAG`, set for flamewarden and passed on with `--env`) and, as
+//! `tag=TAG`, after its arguments (the corpus ignores extra ones), so the run's processes can be found — by the tests' watchers, by the
 //! leftover check after the run, and by the reaper that kills them when a test fails. After every
 //! run: no `flamewarden-sandboxes/*` run cgroup is left beneath our own cgroup in any hierarchy,
 //! no per-run pin under `/sys/fs/bpf/flamewarden`, no process of the run. cargo's
@@ -247,6 +247,10 @@ pub struct Sandbox {
     pub stdin: Option<PathBuf>,
     /// `--stdout`.
     pub stdout: Option<PathBuf>,
+    /// More of flamewarden's arguments, before `--`.
+    pub args: Vec<OsString>,
+    /// Variables set in flamewarden's own environment.
+    pub env: Vec<(String, String)>,
     /// The run's tag (see the module documentation).
     pub tag: String,
 }
@@ -285,6 +289,8 @@ impl Sandbox {
             mode: None,
             stdin: None,
             stdout: None,
+            args: Vec::new(),
+            env: Vec::new(),
             tag: new_tag(),
         }
     }
@@ -312,6 +318,8 @@ impl Sandbox {
                 full.extend([flag.into(), value.to_owned()]);
             }
         }
+        full.extend(self.args.iter().cloned());
+        full.extend(["--env".into(), TAG_ENV.into()]);
         full.push("--".into());
         full.push(program.into());
         full.extend(args.iter().cloned());
@@ -326,6 +334,7 @@ impl Sandbox {
         let mut process = BackgroundProcess::spawn(
             Command::new(flamewarden_bin())
                 .args(&full)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env(TAG_ENV, &self.tag)
                 .env_remove("LD_LIBRARY_PATH")
                 .current_dir(scratch.path())

@@ -1,7 +1,8 @@
 //! The guard's kernel-side actions and the sandbox's other entry points: a `kill` rule ends the
 //! process at the call (the tracepoint's `bpf_send_signal`), `--profile` records the run's
-//! cgroup, `sandbox batch` runs many submissions, and a run left behind by a killed flamewarden
-//! is reaped by the next one.
+//! cgroup, `sandbox batch` runs many submissions, a run left behind by a killed flamewarden
+//! is reaped by the next one, the judge's environment stays out of the command's, and a Python
+//! solution runs clean under `policies/interpreted.toml`.
 //!
 //! Run with `cargo test --release -p flamewarden-tests --test sandbox_guard -- --test-threads=1`.
 
@@ -16,8 +17,11 @@ use std::{
 
 use flamewarden_tests::{
     BackgroundProcess, flamewarden_bin, require_bpf,
-    sandbox::{Sandbox, escape_program, judge_policy, tagged_processes},
+    sandbox::{
+        Sandbox, escape_program, judge_policy, new_tag, random_hex, run_bare, tagged_processes,
+    },
     workloads::Workload,
+    workspace_root,
 };
 use serde_json::Value;
 
@@ -136,15 +140,22 @@ fn batch_runs_every_line_and_reports_bad_ones() {
     }
     let scratch = tempfile::tempdir().expect("temporary directory");
     let out = scratch.path().join("out.txt");
+    let env_out = scratch.path().join("env.txt");
     let input = format!(
         "{{\"command\": [\"/bin/true\"]}}\n{{\"command\": [\"/bin/false\"]}}\n\
-         {{\"command\": [{}, \"10\"], \"stdout\": {}}}\n{{\"bogus\": 1}}\n",
+         {{\"command\": [{}, \"10\"], \"stdout\": {}}}\n{{\"bogus\": 1}}\n\
+         {{\"command\": [\"/usr/bin/env\"], \"env\": [\"LINE=2\"], \"stdout\": {}}}\n",
         serde_json::to_string(&Workload::CpuMix.path()).expect("path as JSON"),
-        serde_json::to_string(&out).expect("path as JSON")
+        serde_json::to_string(&out).expect("path as JSON"),
+        serde_json::to_string(&env_out).expect("path as JSON")
     );
+    let secret = random_hex(16);
     let mut child = Command::new(flamewarden_bin())
-        .args(["--log", "error", "sandbox", "batch", "--policy"])
+        .args([
+            "--log", "error", "sandbox", "batch", "--env", "ALL=1", "--policy",
+        ])
         .arg(judge_policy())
+        .env("FLAMEWARDEN_TEST_SECRET", &secret)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -161,7 +172,7 @@ fn batch_runs_every_line_and_reports_bad_ones() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines.len(), 5, "{lines:?}");
     assert_eq!(lines[0]["status"], "ok");
     assert_eq!(lines[1]["status"], "runtime_error");
     assert_eq!(lines[1]["exit_code"], 1);
@@ -174,6 +185,163 @@ fn batch_runs_every_line_and_reports_bad_ones() {
             .as_str()
             .is_some_and(|e| e.contains("bogus"))
     );
+    // The command line's `--env`, then the line's; the judge's own environment stays out.
+    assert_eq!(lines[4]["status"], "ok", "{:?}", lines[4]);
+    let env = fs::read_to_string(&env_out).expect("the env run's stdout");
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    assert_eq!(names, ["PATH", "HOME", "ALL", "LINE"], "{env}");
+    assert!(!env.contains(&secret), "{env}");
+}
+
+#[test]
+fn the_judges_environment_does_not_reach_the_command() {
+    if !require_bpf() {
+        return;
+    }
+    // A secret of the judge's (an API token, say) in flamewarden's environment; `env` prints
+    // the command's whole environment.
+    let secret = random_hex(16);
+    let kept = random_hex(8);
+    let env = vec![
+        ("FLAMEWARDEN_TEST_SECRET".to_owned(), secret.clone()),
+        ("FLAMEWARDEN_TEST_KEPT".to_owned(), kept.clone()),
+    ];
+    let asked: Vec<OsString> = ["--env", "FLAMEWARDEN_TEST_KEPT", "-E", "SET=a=b"]
+        .map(OsString::from)
+        .into();
+    for (mode, full) in [("enforce", false), ("audit", false), ("enforce", true)] {
+        let mut args = asked.clone();
+        if full {
+            // The host's locale variables would have `env` read locale files judge.toml
+            // does not allow.
+            args.extend(["--full-env", "-E", "LC_ALL=C"].map(OsString::from));
+        }
+        let workdir = tempfile::tempdir().expect("temporary directory");
+        let workdir = fs::canonicalize(workdir.path()).expect("canonical work directory");
+        let run = Sandbox {
+            mode: Some(mode),
+            workdir: Some(workdir.clone()),
+            args,
+            env: env.clone(),
+            ..Sandbox::new(&judge_policy())
+        }
+        .run("/usr/bin/env".as_ref(), &[]);
+        run.verdict.assert_status("ok");
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            run.output_contains(&secret),
+            full,
+            "{mode}, full environment {full}: the secret's presence; the command's environment:\n{stdout}"
+        );
+        assert!(
+            lines.contains(&format!("FLAMEWARDEN_TEST_KEPT={kept}").as_str())
+                && lines.contains(&"SET=a=b"),
+            "{mode}: the variables asked for are missing:\n{stdout}"
+        );
+        if !full {
+            // Besides the two asked for: PATH, HOME, the tests' tag (`--env`) and `tag=TAG`,
+            // which `env` takes for an assignment.
+            let allowed = [
+                "PATH",
+                "HOME",
+                "FLAMEWARDEN_TEST_KEPT",
+                "SET",
+                flamewarden_tests::sandbox::TAG_ENV,
+                "tag",
+            ];
+            for line in &lines {
+                let name = line.split('=').next().unwrap_or_default();
+                assert!(
+                    allowed.contains(&name),
+                    "{mode}: {line:?} was passed on:\n{stdout}"
+                );
+            }
+            assert!(
+                lines.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+                "{stdout}"
+            );
+            let home = format!("HOME={}", workdir.display());
+            assert!(
+                lines.contains(&home.as_str()),
+                "{mode}: not {home}:\n{stdout}"
+            );
+        }
+    }
+}
+
+/// A benign Python solution: reads numbers, sorts them on a second thread, touches 64 MiB,
+/// prints the count, the sum and the median.
+const PYTHON_SOLUTION: &str = "\
+import sys, threading
+numbers = [int(line) for line in sys.stdin if line.strip()]
+result = {}
+worker = threading.Thread(target=lambda: result.update(sorted=sorted(numbers)))
+worker.start()
+worker.join()
+block = bytearray(64 * 1024 * 1024)
+block[::4096] = b'x' * len(block[::4096])
+print('count', len(numbers))
+print('sum', sum(numbers))
+print('median', result['sorted'][len(numbers) // 2], block.count(b'x'))
+";
+
+#[test]
+fn a_python_solution_is_ok_under_the_interpreted_policy() {
+    if !require_bpf() {
+        return;
+    }
+    let python = std::path::Path::new("/usr/bin/python3");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let input = dir.path().join("input.txt");
+    let numbers: Vec<String> = (0..5000i64)
+        .map(|i| ((i * 7919) % 10007 - 5000).to_string())
+        .collect();
+    fs::write(&input, numbers.join("\n") + "\n").expect("write the input");
+    fs::write(dir.path().join("sol.py"), PYTHON_SOLUTION).expect("write the solution");
+    let (status, expected) = run_bare(
+        python,
+        &["sol.py".into()],
+        dir.path(),
+        Some(&input),
+        &new_tag(),
+    );
+    assert!(status.success(), "the solution fails bare: {status}");
+    assert!(
+        expected.starts_with(b"count 5000\n"),
+        "bare output: {expected:?}"
+    );
+    let policy = workspace_root().join("policies/interpreted.toml");
+    // As on a typical host: a UTF-8 locale and a home in flamewarden's environment, passed on
+    // or not.
+    let host = vec![
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOME".to_owned(), "/root".to_owned()),
+    ];
+    for args in [vec![], vec!["--env", "LANG"], vec!["--full-env"]] {
+        let workdir = tempfile::tempdir().expect("temporary directory");
+        fs::copy(dir.path().join("sol.py"), workdir.path().join("sol.py")).expect("copy");
+        let run = Sandbox {
+            workdir: Some(workdir.path().to_owned()),
+            stdin: Some(input.clone()),
+            args: args.iter().map(OsString::from).collect(),
+            env: host.clone(),
+            ..Sandbox::new(&policy)
+        }
+        .run(python, &["sol.py".into()]);
+        let verdict = &run.verdict;
+        assert!(
+            verdict.violations().is_empty(),
+            "{args:?}: violations in {verdict}"
+        );
+        verdict.assert_status("ok");
+        assert!(
+            run.stdout == expected,
+            "{args:?}: sandboxed output differs from the bare run:\n--- sandbox\n{}\n--- bare\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&expected)
+        );
+    }
 }
 
 #[test]
@@ -181,7 +349,7 @@ fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
     if !require_bpf() {
         return;
     }
-    let tag = flamewarden_tests::sandbox::new_tag();
+    let tag = new_tag();
     let mut first = BackgroundProcess::spawn(
         Command::new(flamewarden_bin())
             .args(["--log", "error", "sandbox", "run", "--policy"])

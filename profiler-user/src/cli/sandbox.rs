@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::{
     policy::Mode,
-    sandbox::{self, SandboxOptions, Status},
+    sandbox::{self, CommandEnv, EnvVar, SandboxOptions, Status},
 };
 
 /// `sandbox` subcommands.
@@ -27,9 +27,10 @@ pub enum SandboxAction {
     /// line on standard output: the policy is parsed and the kernel side set up once.
     #[command(
         after_help = "Each input line: {\"command\": [\"./sol\", \"arg\"], \"stdin\": \"in.txt\", \
-        \"stdout\": \"out.txt\", \"stderr\": \"err.txt\", \"workdir\": \"/tmp/run1\"}; only \
-        `command` is required. The command's standard output goes to /dev/null unless `stdout` is \
-        given. A line that cannot be run gives {\"error\": \"...\", \"line\": N}.\n\n\
+        \"stdout\": \"out.txt\", \"stderr\": \"err.txt\", \"workdir\": \"/tmp/run1\", \
+        \"env\": [\"LANG\", \"N=1\"], \"full_env\": false}; only `command` is required. The \
+        command's standard output goes to /dev/null unless `stdout` is given. A line that cannot \
+        be run gives {\"error\": \"...\", \"line\": N}.\n\n\
         Example:\n  printf '{\"command\": [\"/bin/true\"]}\\n' | flamewarden sandbox batch --policy policies/judge.toml"
     )]
     Batch(BatchArgs),
@@ -42,6 +43,32 @@ pub enum ModeArg {
     Enforce,
     /// Deny nothing; report what would have been denied.
     Audit,
+}
+
+/// The command's environment, as on the command line.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Give the command this variable: `NAME` passes flamewarden's value on, `NAME=VALUE` sets
+    /// it (repeatable). Without `--full-env` the command gets only these and PATH (default
+    /// /usr/local/bin:/usr/bin:/bin): the judge's own environment stays out of the sandbox.
+    #[arg(long = "env", short = 'E', value_name = "NAME[=VALUE]", value_parser = parse_env_var)]
+    pub vars: Vec<EnvVar>,
+    /// Pass flamewarden's whole environment on to the command (`--env` applies on top).
+    #[arg(long)]
+    pub full_env: bool,
+}
+
+impl EnvArgs {
+    fn command_env(&self) -> CommandEnv {
+        CommandEnv {
+            full: self.full_env,
+            vars: self.vars.clone(),
+        }
+    }
+}
+
+fn parse_env_var(argument: &str) -> Result<EnvVar, String> {
+    EnvVar::parse(argument.as_ref()).map_err(|e| e.to_string())
 }
 
 /// `sandbox run` options.
@@ -78,6 +105,9 @@ pub struct RunArgs {
     /// .folded, .json or .pb.gz.
     #[arg(long, value_name = "OUT")]
     pub profile: Option<PathBuf>,
+    /// The command's environment.
+    #[command(flatten)]
+    pub env: EnvArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -92,6 +122,9 @@ pub struct BatchArgs {
     /// Override the policy's mode.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// Every run's environment (a line's `env` adds to it).
+    #[command(flatten)]
+    pub env: EnvArgs,
 }
 
 /// One line of `sandbox batch` input.
@@ -103,6 +136,11 @@ struct BatchRun {
     stdout: Option<PathBuf>,
     stderr: Option<PathBuf>,
     workdir: Option<PathBuf>,
+    /// `NAME` or `NAME=VALUE`, after the command line's `--env`.
+    #[serde(default)]
+    env: Vec<String>,
+    /// Overrides `--full-env`.
+    full_env: Option<bool>,
 }
 
 /// Runs `sandbox`.
@@ -139,6 +177,11 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::from)
             .and_then(|run| {
                 anyhow::ensure!(!run.command.is_empty(), "`command` is empty");
+                let mut env = args.env.command_env();
+                for var in &run.env {
+                    env.vars.push(EnvVar::parse(var.as_ref()).context("`env`")?);
+                }
+                env.full = run.full_env.unwrap_or(env.full);
                 let opts = SandboxOptions {
                     policy: args.policy.clone(),
                     mode: mode(args.mode),
@@ -148,6 +191,7 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
                     stderr: run.stderr,
                     command: run.command.into_iter().map(OsString::from).collect(),
                     profile: None,
+                    env,
                 };
                 Ok(sandbox::run_ahead(&opts, &stop, Some(&ahead))?)
             });
@@ -170,6 +214,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         stdin: args.stdin,
         stdout: args.stdout,
         stderr: args.stderr,
+        env: args.env.command_env(),
         command: args.command,
         profile: args.profile,
     };

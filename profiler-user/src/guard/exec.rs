@@ -334,6 +334,26 @@ pub struct PreparedCommand {
     path: CString,
     _args: Vec<CString>,
     argv: Vec<*const libc::c_char>,
+    /// `NAME=VALUE` strings and their null-terminated pointer array, when the command gets an
+    /// environment of its own instead of the current one.
+    environment: Option<(Vec<CString>, Vec<*const libc::c_char>)>,
+}
+
+/// `strings` as C strings and a null-terminated array of pointers to them.
+fn c_strings(
+    strings: &[OsString],
+    c_string: impl Fn(&OsStr) -> Result<CString, GuardError>,
+) -> Result<(Vec<CString>, Vec<*const libc::c_char>), GuardError> {
+    let owned = strings
+        .iter()
+        .map(|s| c_string(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pointers = owned
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    Ok((owned, pointers))
 }
 
 impl PreparedCommand {
@@ -347,28 +367,40 @@ impl PreparedCommand {
             })
         };
         let path = c_string(path.as_os_str())?;
-        let args = args
-            .iter()
-            .map(|a| c_string(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let argv = args
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let (args, argv) = c_strings(args, c_string)?;
         Ok(Self {
             path,
             _args: args,
             argv,
+            environment: None,
         })
     }
 
-    /// Executes the command with the current environment; returns only on failure, with why.
-    /// Only a system call: safe between `fork` and `execve`.
+    /// The command with exactly `variables` (`NAME=VALUE` each) as its environment.
+    pub fn with_environment(mut self, variables: &[OsString]) -> Result<Self, GuardError> {
+        let c_string = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| GuardError::Command {
+                command: s.to_string_lossy().into_owned(),
+                reason: "environment variable contains a NUL byte".to_owned(),
+            })
+        };
+        self.environment = Some(c_strings(variables, c_string)?);
+        Ok(self)
+    }
+
+    /// Executes the command with its environment (by default the current one); returns only on
+    /// failure, with why. Only a system call: safe between `fork` and `execve`.
     pub fn exec(&self) -> Errno {
-        // SAFETY: `path` and every `argv` entry are NUL-terminated strings owned by `self`,
-        // and `argv` ends with a null pointer.
-        unsafe { libc::execv(self.path.as_ptr(), self.argv.as_ptr()) };
+        // SAFETY: `path` and every `argv` and `envp` entry are NUL-terminated strings owned by
+        // `self`, and both arrays end with a null pointer.
+        unsafe {
+            match &self.environment {
+                Some((_, envp)) => {
+                    libc::execve(self.path.as_ptr(), self.argv.as_ptr(), envp.as_ptr())
+                }
+                None => libc::execv(self.path.as_ptr(), self.argv.as_ptr()),
+            }
+        };
         Errno::last()
     }
 }

@@ -4,6 +4,7 @@
 mod ahead;
 pub mod cgroup;
 mod child;
+pub mod environment;
 mod profile;
 mod run;
 pub mod stack;
@@ -11,6 +12,7 @@ mod supervise;
 pub mod verdict;
 
 pub use ahead::Ahead;
+pub use environment::{CommandEnv, EnvVar};
 pub use run::{SandboxError, SandboxOptions};
 pub use verdict::{Status, Verdict, Violation};
 

@@ -22,6 +22,7 @@ use super::{
     ahead::{self, Ahead, Made},
     cgroup::{CgroupLimits, RunCgroup, sandboxes_parent_v2_dir},
     child::{Child, ChildSetup},
+    environment::CommandEnv,
     profile::Profiling,
     stack::{StackSymbolizer, command_files},
     supervise::supervise,
@@ -61,6 +62,8 @@ pub struct SandboxOptions {
     pub command: Vec<OsString>,
     /// Record a CPU profile of the run to this file (.svg, .folded, .json or .pb.gz).
     pub profile: Option<PathBuf>,
+    /// The command's environment (by default only `PATH`).
+    pub env: CommandEnv,
 }
 
 const SIGXCPU: i32 = 24;
@@ -189,7 +192,8 @@ fn prepare(
     let mut layered = seccomp_for_run(&policy);
     layered.limits.memory_bytes = None;
     let layers = PreparedLayers::prepare(&layered, &workdir, &program)?;
-    let command = PreparedCommand::new(&program, &opts.command)?;
+    let command = PreparedCommand::new(&program, &opts.command)?
+        .with_environment(&opts.env.resolve(std::env::vars_os(), &workdir))?;
     Ok(Prepared {
         policy,
         mode,
