@@ -2,7 +2,8 @@
 //! process at the call (the tracepoint's `bpf_send_signal`), `--profile` records the run's
 //! cgroup, `sandbox batch` runs many submissions, a run left behind by a killed flamewarden
 //! is reaped by the next one, the judge's environment stays out of the command's, and a Python
-//! solution runs clean under `policies/interpreted.toml`.
+//! solution runs clean under `policies/interpreted.toml`, and the guard's syscall layer, which
+//! costs every system call on the host, is attached only while runs are.
 //!
 //! Run with `cargo test --release -p flamewarden-tests --test sandbox_guard -- --test-threads=1`.
 
@@ -18,7 +19,8 @@ use std::{
 use flamewarden_tests::{
     BackgroundProcess, flamewarden_bin, require_bpf,
     sandbox::{
-        Sandbox, escape_program, judge_policy, new_tag, random_hex, run_bare, tagged_processes,
+        PIN_ROOT, Sandbox, escape_program, judge_policy, new_tag, own_cgroup_dirs, random_hex,
+        run_bare, tagged_processes,
     },
     workloads::Workload,
     workspace_root,
@@ -394,5 +396,72 @@ fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
     assert!(
         !std::path::Path::new(&run_dir).exists(),
         "{run_dir} was not removed"
+    );
+}
+
+/// The pin of the guard's `sys_enter` link on the sandboxes' parent (cgroup v2).
+fn sys_enter_link_pin() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let v2 = own_cgroup_dirs()
+        .into_iter()
+        .find(|dir| dir.join("cgroup.controllers").exists())
+        .expect("our cgroup v2 directory");
+    let parent = v2.join("flamewarden-sandboxes");
+    let id = fs::metadata(&parent)
+        .unwrap_or_else(|e| panic!("{}: {e}", parent.display()))
+        .ino();
+    std::path::Path::new(PIN_ROOT)
+        .join(id.to_string())
+        .join("link_guard_sys_enter")
+}
+
+#[test]
+fn the_syscall_layer_is_attached_only_while_runs_are() {
+    if !require_bpf() {
+        return;
+    }
+    let true_ = std::path::Path::new("/bin/true");
+    Sandbox::new(&judge_policy())
+        .run(true_, &[])
+        .verdict
+        .assert_status("ok");
+    let link = sys_enter_link_pin();
+    assert!(
+        !link.exists(),
+        "{} is still pinned after the last run ended",
+        link.display()
+    );
+    // A run of 2 s; meanwhile another starts and ends: the first keeps the hooks.
+    let long = Sandbox::new(&judge_policy());
+    let sleeper = escape_program("wall_sleep");
+    let long = thread::spawn(move || long.run(&sleeper, &["2".into()]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !link.exists() {
+        assert!(
+            Instant::now() < deadline && !long.is_finished(),
+            "{} never appeared during a run",
+            link.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    Sandbox::new(&judge_policy())
+        .run(true_, &[])
+        .verdict
+        .assert_status("ok");
+    assert!(!long.is_finished(), "the long run ended too early");
+    assert!(
+        link.exists(),
+        "a run that ended detached the syscall layer from one still running"
+    );
+    let long = long.join().expect("the long run");
+    assert!(
+        long.stdout.starts_with(b"escaped: slept 2"),
+        "{}",
+        long.verdict
+    );
+    assert!(
+        !link.exists(),
+        "{} is still pinned after both runs ended",
+        link.display()
     );
 }

@@ -202,6 +202,7 @@ fn run_batch(args: BatchArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{text}")?;
         out.flush()?;
     }
+    sandbox::release_sys_hooks();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -81,7 +81,7 @@ pub struct AttachReport {
 /// Attaches (or adopts) the network programs on `cgroup` and writes `policy`'s network layer
 /// for the cgroup itself; its descendants inherit it unless they get their own.
 pub fn attach(cgroup: &Path, policy: &CompiledPolicy) -> Result<AttachReport, GuardAttachError> {
-    let (cgroup_id, pin_dir, outcome) = probes::attach(cgroup)?;
+    let (cgroup_id, pin_dir, outcome) = probes::attach(cgroup, probes::SysHooks::Pinned)?;
     let entries = network_entries(&policy.network, policy.mode, cgroup_id);
     let written = GuardMaps::open(&pin_dir)
         .and_then(|mut maps| maps.set_policy(cgroup_id, entries.policy, &entries.allow));

@@ -47,11 +47,27 @@ pub const GUARD_PROGRAMS: [(&str, &str); 7] = [
 const ATTACH_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 /// The guard's syscall-layer programs (raw tracepoints, system-wide; they act only on tasks of
-/// cgroups with an entry in `GUARD_RUNS`) and their tracepoints.
+/// cgroups with an entry in `GUARD_RUNS`) and their tracepoints. Attached, they cost every
+/// system call of every process on the host (about 300 ns here, see [`SysHooks`]).
 pub const GUARD_TRACEPOINTS: [(&str, &str); 2] = [
     ("guard_sys_enter", "sys_enter"),
     ("guard_sys_exit", "sys_exit"),
 ];
+
+/// How long an attachment's syscall-layer tracepoints stay attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysHooks {
+    /// Pinned with the rest until `guard detach`: `guard attach` and the daemon, whose cgroups
+    /// are run by someone else, at any time.
+    Pinned,
+    /// Only while runs are registered ([`hold_sys_hooks`], [`release_sys_hooks`]): the
+    /// sandboxes' parent, whose runs are flamewarden's own. A host that ran one sandbox does not
+    /// pay for them on every system call afterwards.
+    WhileRuns,
+}
+
+/// An empty directory in the pin directory of a [`SysHooks::WhileRuns`] attachment.
+const WHILE_RUNS_MARKER: &str = "sys-hooks-while-runs";
 
 /// The guard's classic tracepoint program (files executed in audit-mode runs) and its event.
 pub const GUARD_EXEC_TRACEPOINT: (&str, &str) = ("guard_sched_exec", "sched_process_exec");
@@ -172,13 +188,16 @@ pub fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> GuardAtt
     }
 }
 
-/// Whether every link and map of an attachment is pinned in `dir`.
+/// Whether every link and map of an attachment is pinned in `dir` (the syscall layer's
+/// programs, whose links may come and go, see [`SysHooks`]).
 pub fn is_attached(dir: &Path) -> bool {
     GUARD_PROGRAMS
         .iter()
-        .chain(&GUARD_TRACEPOINTS)
         .chain(std::iter::once(&GUARD_EXEC_TRACEPOINT))
         .all(|(name, _)| link_pin(dir, name).exists())
+        && GUARD_TRACEPOINTS
+            .iter()
+            .all(|(name, _)| prog_pin(dir, name).exists())
         && GUARD_MAPS.iter().all(|name| map_pin(dir, name).exists())
 }
 
@@ -210,9 +229,50 @@ pub enum AttachOutcome {
 /// processes, the daemon discovering their cgroups) take turns on an exclusive `flock` of the
 /// cgroup directory: the first attaches, the others adopt what it pinned, and none removes
 /// another's attachment half-way as a partial one.
-pub fn attach(cgroup: &Path) -> Result<(u64, PathBuf, AttachOutcome), GuardAttachError> {
+///
+/// `hooks` says how long the syscall-layer tracepoints stay attached; adopting a
+/// [`SysHooks::WhileRuns`] attachment as [`SysHooks::Pinned`] pins them for good.
+pub fn attach(
+    cgroup: &Path,
+    hooks: SysHooks,
+) -> Result<(u64, PathBuf, AttachOutcome), GuardAttachError> {
     let id = cgroup_id(cgroup)?;
     system::ensure_bpffs().map_err(GuardAttachError::Bpffs)?;
+    let _lock = lock_cgroup(cgroup)?;
+    let dir = pin_dir(id);
+    if is_attached(&dir) && same_layout(&dir) {
+        if hooks == SysHooks::Pinned {
+            attach_sys_links(&dir)?;
+            let marker = dir.join(WHILE_RUNS_MARKER);
+            if marker.is_dir() {
+                fs::remove_dir(&marker).map_err(|source| GuardAttachError::Pin {
+                    path: marker,
+                    source,
+                })?;
+            }
+        }
+        return Ok((id, dir, AttachOutcome::Adopted));
+    }
+    if dir.exists() {
+        detach_dir(&dir)?;
+    }
+    fs::create_dir_all(version_dir(&dir)).map_err(|source| GuardAttachError::Pin {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut ebpf = super::load(MapSizes::default())?;
+    if let Err(e) = attach_and_pin(&mut ebpf, cgroup, &dir, hooks) {
+        // Leave nothing half-attached behind.
+        let _ = detach_dir(&dir);
+        return Err(e);
+    }
+    Ok((id, dir, AttachOutcome::Attached))
+}
+
+/// An exclusive `flock` of the cgroup's directory, released when the file is dropped: it
+/// serializes attaching, adopting and detaching on the cgroup, and the syscall layer's holds and
+/// releases.
+fn lock_cgroup(cgroup: &Path) -> Result<File, GuardAttachError> {
     let pin_err = |source| GuardAttachError::Pin {
         path: cgroup.to_path_buf(),
         source,
@@ -225,27 +285,84 @@ pub fn attach(cgroup: &Path) -> Result<(u64, PathBuf, AttachOutcome), GuardAttac
             return Err(pin_err(e));
         }
     }
-    let dir = pin_dir(id);
-    if is_attached(&dir) && same_layout(&dir) {
-        return Ok((id, dir, AttachOutcome::Adopted));
-    }
-    if dir.exists() {
-        detach_dir(&dir)?;
-    }
-    fs::create_dir_all(version_dir(&dir)).map_err(|source| GuardAttachError::Pin {
-        path: dir.clone(),
-        source,
-    })?;
-    let mut ebpf = super::load(MapSizes::default())?;
-    if let Err(e) = attach_and_pin(&mut ebpf, cgroup, &dir) {
-        // Leave nothing half-attached behind.
-        let _ = detach_dir(&dir);
-        return Err(e);
-    }
-    Ok((id, dir, AttachOutcome::Attached))
+    Ok(lock)
 }
 
-fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), GuardAttachError> {
+/// Attaches the syscall-layer programs pinned in `dir` to their tracepoints and pins the
+/// links, where a link is not pinned yet. Under the cgroup's lock.
+fn attach_sys_links(dir: &Path) -> Result<(), GuardAttachError> {
+    for (name, tracepoint) in GUARD_TRACEPOINTS {
+        let pin = link_pin(dir, name);
+        if pin.exists() {
+            continue;
+        }
+        let prog_err = |source| GuardAttachError::Program { name, source };
+        let mut program = RawTracePoint::from_pin(prog_pin(dir, name)).map_err(prog_err)?;
+        let link_id = program.attach(tracepoint).map_err(prog_err)?;
+        let link = program.take_link(link_id).map_err(prog_err)?;
+        FdLink::from(link)
+            .pin(pin)
+            .map_err(|e| GuardAttachError::Link {
+                name,
+                source: Box::new(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// A run is about to start under the [`SysHooks::WhileRuns`] attachment pinned in `dir` on
+/// `cgroup` (its entries are in the maps already): attaches the syscall layer unless attached.
+pub fn hold_sys_hooks(cgroup: &Path, dir: &Path) -> Result<(), GuardAttachError> {
+    let _lock = lock_cgroup(cgroup)?;
+    attach_sys_links(dir)
+}
+
+/// A run of the attachment pinned in `dir` on `cgroup` has ended (its entries are removed):
+/// when `idle` says no run is registered any more and the attachment is a
+/// [`SysHooks::WhileRuns`] one, detaches the syscall layer. Returns whether it did.
+///
+/// Under the cgroup's lock, as [`hold_sys_hooks`]: a run registered before the check keeps the
+/// hooks; one registered after it attaches them again.
+pub fn release_sys_hooks(
+    cgroup: &Path,
+    dir: &Path,
+    idle: impl FnOnce() -> bool,
+) -> Result<bool, GuardAttachError> {
+    let _lock = lock_cgroup(cgroup)?;
+    if !dir.join(WHILE_RUNS_MARKER).is_dir() || !idle() {
+        return Ok(false);
+    }
+    for (name, _) in GUARD_TRACEPOINTS {
+        unpin_link(dir, name)?;
+    }
+    Ok(true)
+}
+
+/// Removes the link pin of `name` in `dir`: the program is detached as the last reference goes.
+fn unpin_link(dir: &Path, name: &'static str) -> Result<(), GuardAttachError> {
+    let path = link_pin(dir, name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let link = PinnedLink::from_pin(&path).map_err(|e| GuardAttachError::Link {
+        name,
+        source: Box::new(e),
+    })?;
+    // Unpinning drops the last reference once the returned fd closes: the program is
+    // detached.
+    let fd_link = link
+        .unpin()
+        .map_err(|source| GuardAttachError::Pin { path, source })?;
+    drop(fd_link);
+    Ok(())
+}
+
+fn attach_and_pin(
+    ebpf: &mut Ebpf,
+    cgroup: &Path,
+    dir: &Path,
+    hooks: SysHooks,
+) -> Result<(), GuardAttachError> {
     for name in GUARD_MAPS {
         let map = ebpf.map(name).ok_or(ProbeError::MissingMap(name))?;
         map.pin(map_pin(dir, name))
@@ -255,7 +372,7 @@ fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), Guar
             })?;
     }
     super::guard_runs::fill_syscall_classes(ebpf)?;
-    for (name, tracepoint) in GUARD_TRACEPOINTS {
+    for (name, _) in GUARD_TRACEPOINTS {
         let program = ebpf
             .program_mut(name)
             .ok_or(ProbeError::MissingProgram(name))?;
@@ -266,12 +383,19 @@ fn attach_and_pin(ebpf: &mut Ebpf, cgroup: &Path, dir: &Path) -> Result<(), Guar
         };
         let program: &mut RawTracePoint = program.try_into().map_err(prog_err)?;
         program.load().map_err(prog_err)?;
-        let link_id = program.attach(tracepoint).map_err(prog_err)?;
-        let link = program.take_link(link_id).map_err(prog_err)?;
-        let fd_link = FdLink::from(link);
-        fd_link
-            .pin(link_pin(dir, name))
+        program
+            .pin(prog_pin(dir, name))
             .map_err(|e| link_err(Box::new(e)))?;
+    }
+    match hooks {
+        SysHooks::Pinned => attach_sys_links(dir)?,
+        SysHooks::WhileRuns => {
+            let marker = dir.join(WHILE_RUNS_MARKER);
+            fs::create_dir(&marker).map_err(|source| GuardAttachError::Pin {
+                path: marker,
+                source,
+            })?;
+        }
     }
     {
         let (name, event) = GUARD_EXEC_TRACEPOINT;
@@ -350,21 +474,7 @@ fn detach_dir(dir: &Path) -> Result<(), GuardAttachError> {
         .chain(&GUARD_TRACEPOINTS)
         .chain(std::iter::once(&GUARD_EXEC_TRACEPOINT))
     {
-        let name: &'static str = name;
-        let path = link_pin(dir, name);
-        if path.exists() {
-            let link = PinnedLink::from_pin(&path).map_err(|e| GuardAttachError::Link {
-                name,
-                source: Box::new(e),
-            })?;
-            // Unpinning drops the last reference once the returned fd closes: the program is
-            // detached from the cgroup.
-            let fd_link = link.unpin().map_err(|source| GuardAttachError::Pin {
-                path: path.clone(),
-                source,
-            })?;
-            drop(fd_link);
-        }
+        unpin_link(dir, name)?;
     }
     let entries = fs::read_dir(dir).map_err(|source| GuardAttachError::Pin {
         path: dir.into(),

@@ -13,7 +13,7 @@ pub mod verdict;
 
 pub use ahead::Ahead;
 pub use environment::{CommandEnv, EnvVar};
-pub use run::{SandboxError, SandboxOptions};
+pub use run::{SandboxError, SandboxOptions, release_sys_hooks};
 pub use verdict::{Status, Verdict, Violation};
 
 /// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early. The verdict is

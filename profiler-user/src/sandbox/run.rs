@@ -38,7 +38,7 @@ use crate::{
     launch::ExitStatus,
     policy::{self, CompiledPolicy, Mode},
     probes::{
-        guard::{GuardMaps, attach},
+        guard::{self as guard_probes, GuardMaps, SysHooks, attach},
         guard_runs::RunMaps,
     },
 };
@@ -210,21 +210,42 @@ fn prepare(
 struct Kernel {
     guard: GuardMaps,
     runs: RunMaps,
+    /// The sandboxes' parent cgroup (v2) and the attachment's pin directory.
+    parent: PathBuf,
+    dir: PathBuf,
 }
 
+static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
+
 fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
-    static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
     if let Some(kernel) = KERNEL.get() {
         return Ok(kernel);
     }
     let parent = sandboxes_parent_v2_dir()?;
-    let (_, dir, _) = attach(&parent)?;
+    let (_, dir, _) = attach(&parent, SysHooks::WhileRuns)?;
     let mut kernel = Kernel {
         guard: GuardMaps::open(&dir)?,
         runs: RunMaps::open(&dir)?,
+        parent,
+        dir,
     };
     reap_stale(&mut kernel);
     Ok(KERNEL.get_or_init(|| Mutex::new(kernel)))
+}
+
+/// Detaches the guard's syscall layer when no run is registered any more (see
+/// [`SysHooks::WhileRuns`]): after each `sandbox run`, at the end of a batch.
+pub fn release_sys_hooks() {
+    let Some(kernel) = KERNEL.get() else {
+        return;
+    };
+    let (parent, dir) = {
+        let k = lock(kernel);
+        (k.parent.clone(), k.dir.clone())
+    };
+    if let Err(e) = guard_probes::release_sys_hooks(&parent, &dir, || lock(kernel).runs.is_idle()) {
+        tracing::warn!("cannot detach the guard's syscall hooks: {e}");
+    }
 }
 
 fn lock(kernel: &Mutex<Kernel>) -> std::sync::MutexGuard<'_, Kernel> {
@@ -240,10 +261,13 @@ pub(super) struct Registered {
     run: GuardRun,
     fs: Vec<(u32, profiler_common::GuardFsKey, u32)>,
     allow: Vec<(u32, profiler_common::GuardAllowKey)>,
+    /// Release the syscall layer when the run is over; a batch keeps it for its next run and
+    /// releases it when it ends.
+    release: bool,
 }
 
 impl Registered {
-    fn new(prepared: &Prepared, id: u64) -> Result<Self, SandboxError> {
+    fn new(prepared: &Prepared, id: u64, release: bool) -> Result<Self, SandboxError> {
         let kernel = kernel()?;
         let entries = network_entries(&prepared.policy.network, prepared.mode, id);
         let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
@@ -258,6 +282,7 @@ impl Registered {
             run,
             fs,
             allow: entries.allow,
+            release,
         };
         let mut maps = lock(kernel);
         // A fresh cgroup id: no entries of an earlier holder of the id are left (runs are
@@ -265,7 +290,10 @@ impl Registered {
         maps.guard
             .insert_policy(id, entries.policy, &registered.allow)?;
         maps.runs.insert(id, &registered.run, &registered.fs)?;
+        let (parent, dir) = (maps.parent.clone(), maps.dir.clone());
         drop(maps);
+        // With the run's entry in place: a run ending meanwhile leaves the hooks attached.
+        guard_probes::hold_sys_hooks(&parent, &dir)?;
         Ok(registered)
     }
 
@@ -290,6 +318,10 @@ impl Drop for Registered {
         let mut maps = lock(self.kernel);
         maps.runs.remove(self.id, &self.fs);
         maps.guard.remove_policy_entries(self.id, &self.allow);
+        drop(maps);
+        if self.release {
+            release_sys_hooks();
+        }
     }
 }
 
@@ -368,7 +400,7 @@ pub fn run(
     steps.done("cgroups created");
     let mut prepared = prepare(opts, policy, made_workdir)?;
     steps.done("policy and layers prepared");
-    let registered = Registered::new(&prepared, cgroup.id())?;
+    let registered = Registered::new(&prepared, cgroup.id(), ahead.is_none())?;
     steps.done("registered with the kernel side");
 
     let stdin = opts

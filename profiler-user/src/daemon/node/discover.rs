@@ -65,7 +65,13 @@ impl Node {
         {
             return false;
         }
-        let attached = guard_probes::attach(parent).and_then(|(id, dir, outcome)| {
+        // flamewarden's own runs attach the syscall layer while they run; other sandboxes are
+        // started by someone else, at any time.
+        let hooks = match is_run_parent(parent) {
+            true => guard_probes::SysHooks::WhileRuns,
+            false => guard_probes::SysHooks::Pinned,
+        };
+        let attached = guard_probes::attach(parent, hooks).and_then(|(id, dir, outcome)| {
             remember_pin(id);
             let maps = GuardMaps::open(&dir)?;
             let reader = GuardEventReader::open(&dir)?;
