@@ -415,23 +415,43 @@ fn sys_enter_link_pin() -> std::path::PathBuf {
         .join("link_guard_sys_enter")
 }
 
+/// Runs `/bin/true` through one `sandbox batch`.
+fn batch_of_one() {
+    let mut child = Command::new(flamewarden_bin())
+        .args(["--log", "error", "sandbox", "batch", "--policy"])
+        .arg(judge_policy())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run flamewarden");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"command\": [\"/bin/true\"]}\n")
+        .expect("write the batch");
+    let output = child.wait_with_output().expect("wait for flamewarden");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("\"status\":\"ok\""),
+        "{}: {text}",
+        output.status
+    );
+}
+
 #[test]
-fn the_syscall_layer_is_attached_only_while_runs_are() {
+fn a_batch_detaches_the_syscall_layer_unless_a_run_still_needs_it() {
     if !require_bpf() {
         return;
     }
-    let true_ = std::path::Path::new("/bin/true");
-    Sandbox::new(&judge_policy())
-        .run(true_, &[])
-        .verdict
-        .assert_status("ok");
     let link = sys_enter_link_pin();
+    batch_of_one();
     assert!(
         !link.exists(),
-        "{} is still pinned after the last run ended",
+        "{} is still pinned after the batch ended with no run left",
         link.display()
     );
-    // A run of 2 s; meanwhile another starts and ends: the first keeps the hooks.
+    // A run of 2 s; meanwhile a batch starts and ends: the run keeps the hooks.
     let long = Sandbox::new(&judge_policy());
     let sleeper = escape_program("wall_sleep");
     let long = thread::spawn(move || long.run(&sleeper, &["2".into()]));
@@ -444,14 +464,11 @@ fn the_syscall_layer_is_attached_only_while_runs_are() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    Sandbox::new(&judge_policy())
-        .run(true_, &[])
-        .verdict
-        .assert_status("ok");
+    batch_of_one();
     assert!(!long.is_finished(), "the long run ended too early");
     assert!(
         link.exists(),
-        "a run that ended detached the syscall layer from one still running"
+        "a batch that ended detached the syscall layer from a run still running"
     );
     let long = long.join().expect("the long run");
     assert!(
@@ -459,9 +476,10 @@ fn the_syscall_layer_is_attached_only_while_runs_are() {
         "{}",
         long.verdict
     );
+    batch_of_one();
     assert!(
         !link.exists(),
-        "{} is still pinned after both runs ended",
+        "{} is still pinned after the last batch ended",
         link.display()
     );
 }

@@ -60,9 +60,10 @@ pub enum SysHooks {
     /// Pinned with the rest until `guard detach`: `guard attach` and the daemon, whose cgroups
     /// are run by someone else, at any time.
     Pinned,
-    /// Only while runs are registered ([`hold_sys_hooks`], [`release_sys_hooks`]): the
-    /// sandboxes' parent, whose runs are flamewarden's own. A host that ran one sandbox does not
-    /// pay for them on every system call afterwards.
+    /// Attached by the first run ([`hold_sys_hooks`]) and detached when a batch of runs ends
+    /// with no run registered ([`release_sys_hooks`]): the sandboxes' parent, whose runs are
+    /// flamewarden's own. A host whose batches are over does not pay for them on every system
+    /// call.
     WhileRuns,
 }
 

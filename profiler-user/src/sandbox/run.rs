@@ -234,7 +234,9 @@ fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
 }
 
 /// Detaches the guard's syscall layer when no run is registered any more (see
-/// [`SysHooks::WhileRuns`]): after each `sandbox run`, at the end of a batch.
+/// [`SysHooks::WhileRuns`]): at the end of a batch. A single `sandbox run` leaves it: the next
+/// run would attach it again, and attaching a tracepoint soon after its last probe went waits
+/// for an RCU grace period (about 10 ms a run here).
 pub fn release_sys_hooks() {
     let Some(kernel) = KERNEL.get() else {
         return;
@@ -261,13 +263,10 @@ pub(super) struct Registered {
     run: GuardRun,
     fs: Vec<(u32, profiler_common::GuardFsKey, u32)>,
     allow: Vec<(u32, profiler_common::GuardAllowKey)>,
-    /// Release the syscall layer when the run is over; a batch keeps it for its next run and
-    /// releases it when it ends.
-    release: bool,
 }
 
 impl Registered {
-    fn new(prepared: &Prepared, id: u64, release: bool) -> Result<Self, SandboxError> {
+    fn new(prepared: &Prepared, id: u64) -> Result<Self, SandboxError> {
         let kernel = kernel()?;
         let entries = network_entries(&prepared.policy.network, prepared.mode, id);
         let run = run_entry(&prepared.policy, prepared.mode, monotonic_ns());
@@ -282,7 +281,6 @@ impl Registered {
             run,
             fs,
             allow: entries.allow,
-            release,
         };
         let mut maps = lock(kernel);
         // A fresh cgroup id: no entries of an earlier holder of the id are left (runs are
@@ -318,10 +316,6 @@ impl Drop for Registered {
         let mut maps = lock(self.kernel);
         maps.runs.remove(self.id, &self.fs);
         maps.guard.remove_policy_entries(self.id, &self.allow);
-        drop(maps);
-        if self.release {
-            release_sys_hooks();
-        }
     }
 }
 
@@ -400,7 +394,7 @@ pub fn run(
     steps.done("cgroups created");
     let mut prepared = prepare(opts, policy, made_workdir)?;
     steps.done("policy and layers prepared");
-    let registered = Registered::new(&prepared, cgroup.id(), ahead.is_none())?;
+    let registered = Registered::new(&prepared, cgroup.id())?;
     steps.done("registered with the kernel side");
 
     let stdin = opts
