@@ -135,6 +135,28 @@ fn profile_records_the_hot_function_of_the_run() {
     );
 }
 
+/// `flamewarden sandbox batch --policy judge.toml ARGS...` with `env` added to its environment,
+/// fed `input`; its output once it ended.
+fn batch(args: &[&str], env: &[(&str, &str)], input: &str) -> std::process::Output {
+    let mut child = Command::new(flamewarden_bin())
+        .args(["--log", "error", "sandbox", "batch"])
+        .args(args)
+        .arg("--policy")
+        .arg(judge_policy())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run flamewarden");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the batch");
+    child.wait_with_output().expect("wait for flamewarden")
+}
+
 #[test]
 fn batch_runs_every_line_and_reports_bad_ones() {
     if !require_bpf() {
@@ -152,23 +174,11 @@ fn batch_runs_every_line_and_reports_bad_ones() {
         serde_json::to_string(&env_out).expect("path as JSON")
     );
     let secret = random_hex(16);
-    let mut child = Command::new(flamewarden_bin())
-        .args([
-            "--log", "error", "sandbox", "batch", "--env", "ALL=1", "--policy",
-        ])
-        .arg(judge_policy())
-        .env("FLAMEWARDEN_TEST_SECRET", &secret)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run flamewarden");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write the batch");
-    let output = child.wait_with_output().expect("wait for flamewarden");
+    let output = batch(
+        &["--env", "ALL=1"],
+        &[("FLAMEWARDEN_TEST_SECRET", &secret)],
+        &input,
+    );
     assert!(output.status.success());
     let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -417,20 +427,7 @@ fn sys_enter_link_pin() -> std::path::PathBuf {
 
 /// Runs `/bin/true` through one `sandbox batch`.
 fn batch_of_one() {
-    let mut child = Command::new(flamewarden_bin())
-        .args(["--log", "error", "sandbox", "batch", "--policy"])
-        .arg(judge_policy())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run flamewarden");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"{\"command\": [\"/bin/true\"]}\n")
-        .expect("write the batch");
-    let output = child.wait_with_output().expect("wait for flamewarden");
+    let output = batch(&[], &[], "{\"command\": [\"/bin/true\"]}\n");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && text.contains("\"status\":\"ok\""),
