@@ -489,6 +489,20 @@ pub fn own_cgroup_dirs() -> Vec<PathBuf> {
 /// Where the sandbox keeps its pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/flamewarden";
 
+/// The pin of the guard's `sys_enter` link on the sandboxes' parent beneath our own cgroup
+/// (v2): there while the guard's syscall layer is attached for flamewarden's runs.
+pub fn sys_enter_link_pin() -> PathBuf {
+    let parent = own_cgroup_dir()
+        .expect("our cgroup v2 directory")
+        .join("flamewarden-sandboxes");
+    let id = fs::metadata(&parent)
+        .unwrap_or_else(|e| panic!("{}: {e}", parent.display()))
+        .ino();
+    Path::new(PIN_ROOT)
+        .join(id.to_string())
+        .join("link_guard_sys_enter")
+}
+
 /// What may be left by a run, before it starts.
 struct Leftovers {
     run_cgroups: BTreeSet<PathBuf>,

@@ -1,6 +1,7 @@
 //! `flamewarden daemon` and the sandboxes another judge makes: a new matching cgroup is
 //! guarded within the discovery budget (inotify), its violations stream live as server-sent
 //! events, its processes are counted, and when it is removed the daemon derives its verdict.
+//! The daemon also detaches the guard's syscall layer once flamewarden's own runs are idle.
 
 mod daemon_support;
 
@@ -20,7 +21,7 @@ use std::{
 use daemon_support::{Daemon, GuardPins, judge_policy, sample, wait_for};
 use flamewarden_tests::{
     require_bpf, require_cgroup,
-    sandbox::{Sandbox, escape_program},
+    sandbox::{Sandbox, escape_program, sys_enter_link_pin},
 };
 
 /// The discovery budget of issue 7: a new sandbox is enforced this soon after its creation.
@@ -274,5 +275,61 @@ fn runs_of_sandbox_run_are_observed_counted_once_and_attach_in_turn() {
     assert!(
         !log.contains("guard failed") && !log.contains("removing the policy"),
         "{log}"
+    );
+}
+
+#[test]
+fn the_daemon_detaches_the_syscall_layer_once_runs_are_idle() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let daemon = Daemon::start(dir.path(), "guard_idle_detach_seconds = 1\n");
+    let link = sys_enter_link_pin();
+    let gone = |what: &str| {
+        assert!(
+            wait_for(Duration::from_secs(10), || (!link.exists()).then_some(())).is_some(),
+            "{} still pinned {what}; daemon log:\n{}",
+            link.display(),
+            daemon.log_text()
+        );
+    };
+    gone("10 s after the daemon started");
+    // A run attaches the layer and leaves it for the next run; the daemon detaches it.
+    let true_ = std::path::Path::new("/bin/true");
+    Sandbox::new(&judge_policy())
+        .run(true_, &[])
+        .verdict
+        .assert_status("ok");
+    assert!(
+        link.exists(),
+        "a run did not leave the syscall layer attached"
+    );
+    gone("10 s after the last run");
+    // Not while a run is registered: a 4 s run keeps it for 2.5 s of idle checks.
+    let sleeper = escape_program("wall_sleep");
+    let long = thread::spawn(move || Sandbox::new(&judge_policy()).run(&sleeper, &["4".into()]));
+    assert!(
+        wait_for(Duration::from_secs(5), || link.exists().then_some(())).is_some(),
+        "the long run did not attach the syscall layer"
+    );
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        link.exists() && !long.is_finished(),
+        "the daemon detached the syscall layer of a running run"
+    );
+    let long = long.join().expect("the long run");
+    assert!(
+        long.stdout.starts_with(b"escaped: slept 4"),
+        "{}",
+        long.verdict
+    );
+    gone("10 s after the long run");
+    assert!(
+        daemon
+            .log_text()
+            .contains("detached the guard's syscall layer"),
+        "{}",
+        daemon.log_text()
     );
 }

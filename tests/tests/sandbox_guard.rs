@@ -19,8 +19,8 @@ use std::{
 use flamewarden_tests::{
     BackgroundProcess, flamewarden_bin, require_bpf,
     sandbox::{
-        PIN_ROOT, Sandbox, escape_program, judge_policy, new_tag, own_cgroup_dirs, random_hex,
-        run_bare, tagged_processes,
+        Sandbox, escape_program, judge_policy, new_tag, random_hex, run_bare, sys_enter_link_pin,
+        tagged_processes,
     },
     workloads::Workload,
     workspace_root,
@@ -407,22 +407,6 @@ fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
         !std::path::Path::new(&run_dir).exists(),
         "{run_dir} was not removed"
     );
-}
-
-/// The pin of the guard's `sys_enter` link on the sandboxes' parent (cgroup v2).
-fn sys_enter_link_pin() -> std::path::PathBuf {
-    use std::os::unix::fs::MetadataExt as _;
-    let v2 = own_cgroup_dirs()
-        .into_iter()
-        .find(|dir| dir.join("cgroup.controllers").exists())
-        .expect("our cgroup v2 directory");
-    let parent = v2.join("flamewarden-sandboxes");
-    let id = fs::metadata(&parent)
-        .unwrap_or_else(|e| panic!("{}: {e}", parent.display()))
-        .ino();
-    std::path::Path::new(PIN_ROOT)
-        .join(id.to_string())
-        .join("link_guard_sys_enter")
 }
 
 /// Runs `/bin/true` through one `sandbox batch`.

@@ -39,6 +39,9 @@ pub struct ConfigFile {
     pub cpu_slot_seconds: u64,
     /// How often the sandbox globs are looked at, ms.
     pub discovery_interval_ms: u64,
+    /// Seconds without a registered `sandbox run` after which the guard's syscall layer of
+    /// flamewarden's own runs is detached (0: never).
+    pub guard_idle_detach_seconds: u64,
     /// Syscalls at least this slow, ms, are events (0: none).
     pub slow_call_ms: u64,
     /// Syscalls that wait by design, never slow-call events.
@@ -86,6 +89,7 @@ impl Default for ConfigFile {
             cpu_window_seconds: 300,
             cpu_slot_seconds: 10,
             discovery_interval_ms: 50,
+            guard_idle_detach_seconds: 10,
             slow_call_ms: 1000,
             slow_call_ignore: WAITING_SYSCALLS
                 .iter()
@@ -142,6 +146,8 @@ pub struct DaemonConfig {
     pub cpu_slot_seconds: u64,
     /// Discovery period, ms.
     pub discovery_interval_ms: u64,
+    /// When the syscall layer of idle runs is detached (`None`: never).
+    pub guard_idle_detach: Option<std::time::Duration>,
     /// Slow-call threshold, ns (0: none).
     pub slow_call_ns: u64,
     /// Syscall numbers never reported as slow.
@@ -311,6 +317,8 @@ fn validate(
             .cpu_slot_seconds
             .clamp(1, file.cpu_window_seconds.max(1)),
         discovery_interval_ms: file.discovery_interval_ms.clamp(10, 10_000),
+        guard_idle_detach: (file.guard_idle_detach_seconds > 0)
+            .then(|| std::time::Duration::from_secs(file.guard_idle_detach_seconds)),
         slow_call_ns: file.slow_call_ms.saturating_mul(1_000_000),
         slow_call_ignore,
         sandboxes,
@@ -363,6 +371,7 @@ mod tests {
         assert_eq!(config.events_kept, defaults.events_kept);
         assert_eq!(config.profile_frequency_hz, defaults.profile_frequency_hz);
         assert_eq!(config.discovery_interval_ms, defaults.discovery_interval_ms);
+        assert_eq!(config.guard_idle_detach, defaults.guard_idle_detach);
         assert_eq!(config.cpu_sampling_hz, defaults.cpu_sampling_hz);
         assert_eq!(config.cpu_window_seconds, defaults.cpu_window_seconds);
         assert_eq!(config.cpu_slot_seconds, defaults.cpu_slot_seconds);

@@ -239,7 +239,7 @@ pub fn attach(
 ) -> Result<(u64, PathBuf, AttachOutcome), GuardAttachError> {
     let id = cgroup_id(cgroup)?;
     system::ensure_bpffs().map_err(GuardAttachError::Bpffs)?;
-    let _lock = lock_cgroup(cgroup)?;
+    let _lock = lock_dir(cgroup)?;
     let dir = pin_dir(id);
     if is_attached(&dir) && same_layout(&dir) {
         if hooks == SysHooks::Pinned {
@@ -270,15 +270,15 @@ pub fn attach(
     Ok((id, dir, AttachOutcome::Attached))
 }
 
-/// An exclusive `flock` of the cgroup's directory, released when the file is dropped: it
-/// serializes attaching, adopting and detaching on the cgroup, and the syscall layer's holds and
-/// releases.
-fn lock_cgroup(cgroup: &Path) -> Result<File, GuardAttachError> {
+/// An exclusive `flock` of a directory, released when the file is dropped: of a cgroup, it
+/// serializes attaching, adopting and detaching on the cgroup; of a pin directory, the syscall
+/// layer's holds and releases.
+fn lock_dir(path: &Path) -> Result<File, GuardAttachError> {
     let pin_err = |source| GuardAttachError::Pin {
-        path: cgroup.to_path_buf(),
+        path: path.to_path_buf(),
         source,
     };
-    let lock = File::open(cgroup).map_err(pin_err)?;
+    let lock = File::open(path).map_err(pin_err)?;
     // SAFETY: flock on a descriptor we own; the lock goes with it when `lock` is dropped.
     while unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
         let e = io::Error::last_os_error();
@@ -311,32 +311,58 @@ fn attach_sys_links(dir: &Path) -> Result<(), GuardAttachError> {
     Ok(())
 }
 
-/// A run is about to start under the [`SysHooks::WhileRuns`] attachment pinned in `dir` on
-/// `cgroup` (its entries are in the maps already): attaches the syscall layer unless attached.
-pub fn hold_sys_hooks(cgroup: &Path, dir: &Path) -> Result<(), GuardAttachError> {
-    let _lock = lock_cgroup(cgroup)?;
+/// A run is about to start under the [`SysHooks::WhileRuns`] attachment pinned in `dir` (its
+/// entries are in the maps already): attaches the syscall layer unless attached.
+pub fn hold_sys_hooks(dir: &Path) -> Result<(), GuardAttachError> {
+    let _lock = lock_dir(dir)?;
     attach_sys_links(dir)
 }
 
-/// A run of the attachment pinned in `dir` on `cgroup` has ended (its entries are removed):
-/// when `idle` says no run is registered any more and the attachment is a
-/// [`SysHooks::WhileRuns`] one, detaches the syscall layer. Returns whether it did.
+/// When no run is registered in the [`SysHooks::WhileRuns`] attachment pinned in `dir` (a
+/// batch ended, the daemon saw none for a while), detaches the syscall layer. Returns whether
+/// it did.
 ///
-/// Under the cgroup's lock, as [`hold_sys_hooks`]: a run registered before the check keeps the
-/// hooks; one registered after it attaches them again.
-pub fn release_sys_hooks(
-    cgroup: &Path,
-    dir: &Path,
-    idle: impl FnOnce() -> bool,
-) -> Result<bool, GuardAttachError> {
-    let _lock = lock_cgroup(cgroup)?;
-    if !dir.join(WHILE_RUNS_MARKER).is_dir() || !idle() {
+/// Under an `flock` of the pin directory, as [`hold_sys_hooks`]: a run registered before the
+/// check keeps the hooks; one registered after it attaches them again.
+pub fn release_sys_hooks(dir: &Path) -> Result<bool, GuardAttachError> {
+    let _lock = lock_dir(dir)?;
+    if !dir.join(WHILE_RUNS_MARKER).is_dir()
+        || !sys_hooks_attached(dir)
+        || runs_registered(dir).unwrap_or(true)
+    {
         return Ok(false);
     }
     for (name, _) in GUARD_TRACEPOINTS {
         unpin_link(dir, name)?;
     }
     Ok(true)
+}
+
+/// Whether the syscall layer of the attachment pinned in `dir` is attached.
+pub fn sys_hooks_attached(dir: &Path) -> bool {
+    GUARD_TRACEPOINTS
+        .iter()
+        .any(|(name, _)| link_pin(dir, name).exists())
+}
+
+/// Whether a run is registered in the attachment pinned in `dir` (an entry in `GUARD_RUNS`).
+pub fn runs_registered(dir: &Path) -> Result<bool, GuardAttachError> {
+    let runs: HashMap<MapData, u64, profiler_common::GuardRun> =
+        HashMap::try_from(Map::HashMap(open_pinned(dir, MAP_GUARD_RUNS)?))
+            .map_err(map_error(MAP_GUARD_RUNS))?;
+    Ok(runs.keys().next().is_some())
+}
+
+/// The pin directories of the [`SysHooks::WhileRuns`] attachments.
+pub fn while_runs_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(GUARD_PIN_ROOT) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|dir| dir.join(WHILE_RUNS_MARKER).is_dir())
+        .collect()
 }
 
 /// Removes the link pin of `name` in `dir`: the program is detached as the last reference goes.

@@ -107,11 +107,6 @@ pub struct RunMaps {
 }
 
 impl RunMaps {
-    /// Whether no run is registered (an unreadable map counts as busy).
-    pub fn is_idle(&self) -> bool {
-        self.runs.keys().next().is_none()
-    }
-
     /// Opens the maps pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self, GuardAttachError> {
         let open = |name| open_pinned(dir, name);

@@ -210,8 +210,7 @@ fn prepare(
 struct Kernel {
     guard: GuardMaps,
     runs: RunMaps,
-    /// The sandboxes' parent cgroup (v2) and the attachment's pin directory.
-    parent: PathBuf,
+    /// The attachment's pin directory.
     dir: PathBuf,
 }
 
@@ -226,7 +225,6 @@ fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
     let mut kernel = Kernel {
         guard: GuardMaps::open(&dir)?,
         runs: RunMaps::open(&dir)?,
-        parent,
         dir,
     };
     reap_stale(&mut kernel);
@@ -241,11 +239,8 @@ pub fn release_sys_hooks() {
     let Some(kernel) = KERNEL.get() else {
         return;
     };
-    let (parent, dir) = {
-        let k = lock(kernel);
-        (k.parent.clone(), k.dir.clone())
-    };
-    if let Err(e) = guard_probes::release_sys_hooks(&parent, &dir, || lock(kernel).runs.is_idle()) {
+    let dir = lock(kernel).dir.clone();
+    if let Err(e) = guard_probes::release_sys_hooks(&dir) {
         tracing::warn!("cannot detach the guard's syscall hooks: {e}");
     }
 }
@@ -288,10 +283,10 @@ impl Registered {
         maps.guard
             .insert_policy(id, entries.policy, &registered.allow)?;
         maps.runs.insert(id, &registered.run, &registered.fs)?;
-        let (parent, dir) = (maps.parent.clone(), maps.dir.clone());
+        let dir = maps.dir.clone();
         drop(maps);
-        // With the run's entry in place: a run ending meanwhile leaves the hooks attached.
-        guard_probes::hold_sys_hooks(&parent, &dir)?;
+        // With the run's entry in place: a release meanwhile leaves the hooks attached.
+        guard_probes::hold_sys_hooks(&dir)?;
         Ok(registered)
     }
 

@@ -33,6 +33,7 @@ use crate::{
 
 mod discover;
 mod ends;
+mod hooks;
 
 /// How often the globs' parents are read even when inotify reported nothing.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -122,6 +123,8 @@ pub struct Node {
     board: Arc<Mutex<GuardBoard>>,
     lost_of_removed: u64,
     last_upkeep: Instant,
+    /// The syscall layers of flamewarden's own runs: when each was first seen without a run.
+    hooks: hooks::IdleHooks,
     /// When the globs' parents were last read whole.
     last_scan: Instant,
 }
@@ -169,6 +172,7 @@ impl Node {
             board,
             lost_of_removed: 0,
             last_upkeep: Instant::now(),
+            hooks: hooks::IdleHooks::default(),
             last_scan: Instant::now(),
         };
         // Attaching to the globs' parents verifies the guard's programs (about a second); it
@@ -240,6 +244,7 @@ impl Node {
                 self.tcp.record(&event);
             }
             self.drain_slow_calls();
+            self.hooks.check(self.config.guard_idle_detach);
             if self.last_upkeep.elapsed() >= UPKEEP_EVERY {
                 self.last_upkeep = Instant::now();
                 let live = CgroupNames::all_ids();
