@@ -21,7 +21,7 @@ use std::{
 use daemon_support::{Daemon, GuardPins, judge_policy, sample, wait_for};
 use flamewarden_tests::{
     require_bpf, require_cgroup,
-    sandbox::{Sandbox, escape_program, sys_enter_link_pin},
+    sandbox::{LongRun, Sandbox, escape_program, sys_enter_link_pin},
 };
 
 /// The discovery budget of issue 7: a new sandbox is enforced this soon after its creation.
@@ -307,23 +307,13 @@ fn the_daemon_detaches_the_syscall_layer_once_runs_are_idle() {
     );
     gone("10 s after the last run");
     // Not while a run is registered: a 4 s run keeps it for 2.5 s of idle checks.
-    let sleeper = escape_program("wall_sleep");
-    let long = thread::spawn(move || Sandbox::new(&judge_policy()).run(&sleeper, &["4".into()]));
-    assert!(
-        wait_for(Duration::from_secs(5), || link.exists().then_some(())).is_some(),
-        "the long run did not attach the syscall layer"
-    );
+    let long = LongRun::start(4);
     thread::sleep(Duration::from_millis(2500));
     assert!(
-        link.exists() && !long.is_finished(),
+        link.exists() && long.running(),
         "the daemon detached the syscall layer of a running run"
     );
-    let long = long.join().expect("the long run");
-    assert!(
-        long.stdout.starts_with(b"escaped: slept 4"),
-        "{}",
-        long.verdict
-    );
+    long.finish();
     gone("10 s after the long run");
     assert!(
         daemon

@@ -19,8 +19,8 @@ use std::{
 use flamewarden_tests::{
     BackgroundProcess, flamewarden_bin, require_bpf,
     sandbox::{
-        Sandbox, escape_program, judge_policy, new_tag, random_hex, run_bare, sys_enter_link_pin,
-        tagged_processes,
+        LongRun, Sandbox, escape_program, judge_policy, new_tag, random_hex, run_bare,
+        sys_enter_link_pin, tagged_processes,
     },
     workloads::Workload,
     workspace_root,
@@ -426,6 +426,21 @@ fn a_batch_detaches_the_syscall_layer_unless_a_run_still_needs_it() {
         return;
     }
     let link = sys_enter_link_pin();
+    batch_of_one();
+    assert!(
+        !link.exists(),
+        "{} is still pinned after the batch ended with no run left",
+        link.display()
+    );
+    // A run of 2 s; meanwhile a batch starts and ends: the run keeps the hooks.
+    let long = LongRun::start(2);
+    batch_of_one();
+    assert!(long.running(), "the long run ended too early");
+    assert!(
+        link.exists(),
+        "a batch that ended detached the syscall layer from a run still running"
+    );
+    long.finish();
     batch_of_one();
     assert!(
         !link.exists(),
