@@ -1,7 +1,7 @@
 //! The limits of `flamewarden sandbox run`, and a benign solution that stays within them.
 //!
 //! Each limit test runs a copy of `policies/judge.toml` with a small limit (1 s of CPU, 2 s of
-//! wall time, 64 MiB, 1 MiB of output) so the suite stays fast; the fork bomb runs under
+//! wall time, 64 MiB, 1 MiB of output, 8 MiB of disk) so the suite stays fast; the fork bomb runs under
 //! judge.toml itself (64 tasks, 50 forks per second). Each checks the status, a `limits.*`
 //! violation, and what the verdict measured or what reached the output — not the workload's own
 //! claim: every hog would print `escaped:` only if it reached its (far higher) goal.
@@ -285,4 +285,67 @@ fn benign_solution_passes_through_flamewarden_stdout_without_workdir() {
         String::from_utf8_lossy(&expected)
     );
     assert_benign_ok(&run);
+}
+
+/// The used bytes of the tmpfs mounted on a run's fresh work directory, as the test sees it:
+/// `flamewarden-run-*` tmpfs mounts in `/proc/self/mounts` (`None`: none is mounted).
+fn run_tmpfs_used() -> Option<u64> {
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    mounts.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "tmpfs" && f[1].contains("/flamewarden-run-")).then(|| {
+            let path = std::ffi::CString::new(f[1]).expect("mount point");
+            // SAFETY: an all-zero statvfs is a valid out-buffer.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: a NUL-terminated path and a valid out-pointer.
+            let status = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+            assert_eq!(status, 0, "statvfs {}", f[1]);
+            (st.f_blocks - st.f_bfree) * st.f_frsize
+        })
+    })
+}
+
+#[test]
+fn files_beyond_the_disk_limit_are_refused_and_reported() {
+    if !require_bpf() {
+        return;
+    }
+    const LIMIT: u64 = 8 << 20;
+    let policy = judge_with_limits(&[("disk", "\"8MiB\"")]);
+    // No --workdir: the fresh work directory is the limited tmpfs. 32 files of 1 MiB, then
+    // 2 s for the test to look at the work directory from outside.
+    let sandbox = Sandbox::new(policy.path());
+    let run = std::thread::spawn(move || {
+        sandbox.run(&escape_program("disk_fill"), &["32".into(), "2".into()])
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut used = None;
+    while std::time::Instant::now() < deadline && !run.is_finished() {
+        if let Some(u) = run_tmpfs_used().filter(|&u| u >= LIMIT / 2) {
+            // Let the writes finish: they end at the limit, then the program sleeps.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            used = run_tmpfs_used().or(Some(u));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let run = run.join().expect("the run");
+    let verdict = &run.verdict;
+    let used = used.unwrap_or_else(|| panic!("no tmpfs work directory was seen; {verdict}"));
+    assert!(
+        used <= LIMIT,
+        "{used} bytes landed in the work directory, more than 8 MiB; {verdict}"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("No space left on device"),
+        "the writes were not refused with ENOSPC: {}; {verdict}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    verdict.assert_status("output_limit");
+    let violation = verdict.expect_violation("limits.disk", "denied");
+    assert!(violation["syscall"].is_null(), "{verdict}");
+    assert!(
+        run_tmpfs_used().is_none(),
+        "the run's tmpfs is still mounted"
+    );
 }

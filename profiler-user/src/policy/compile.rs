@@ -155,6 +155,7 @@ fn limits(src: &Source<'_>, section: &LimitsSection) -> Result<Limits, PolicyErr
         })?
         .map(|t| t.0),
         output_bytes: nonzero(src, "output", section.output.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
+        disk_bytes: nonzero(src, "disk", section.disk.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
         fork_rate: nonzero(src, "fork_rate", section.fork_rate.as_ref(), |n| n == 0)?,
     })
 }

@@ -310,6 +310,9 @@ pub struct Limits {
     pub wall_time: Option<Duration>,
     /// Bytes of output: counted on stdout, `RLIMIT_FSIZE` for files.
     pub output_bytes: Option<u64>,
+    /// Bytes of files in the work directory `sandbox run` makes: it is a tmpfs of this size
+    /// (its pages count against the memory limit too). A `--workdir` is used as it is.
+    pub disk_bytes: Option<u64>,
     /// Forks per second beyond which the run is ended as a fork bomb.
     pub fork_rate: Option<u32>,
 }

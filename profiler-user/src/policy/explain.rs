@@ -144,6 +144,12 @@ fn limit_lines(policy: &CompiledPolicy) -> Vec<String> {
     if let Some(output) = limits.output_bytes {
         lines.push(format!("output {}", ByteSize(output)));
     }
+    if let Some(disk) = limits.disk_bytes {
+        lines.push(format!(
+            "files in a fresh work directory {} (a tmpfs; a --workdir is used as it is)",
+            ByteSize(disk)
+        ));
+    }
     if let Some(tasks) = limits.tasks {
         lines.push(format!("at most {tasks} processes and threads at once"));
     }

@@ -180,6 +180,9 @@ pub struct LimitsSection {
     /// Bytes written (stdout and files), e.g. `"64MiB"`.
     #[serde(default)]
     pub output: Option<Spanned<ByteSize>>,
+    /// Size of the fresh work directory (a tmpfs), e.g. `"64MiB"`.
+    #[serde(default)]
+    pub disk: Option<Spanned<ByteSize>>,
     /// Forks per second beyond which the run is a fork bomb.
     #[serde(default)]
     pub fork_rate: Option<Spanned<u32>>,

@@ -193,6 +193,10 @@ fn bad_sizes_and_durations_are_refused() {
     assert!(error.to_string().contains("ambiguous"), "{error}");
     let error = error_at("[limits]\nwall_time = \"0s\"\n", 2, 13, "limits.wall_time");
     assert!(error.to_string().contains("zero"), "{error}");
+    let error = error_at("[limits]\ndisk = \"0MiB\"\n", 2, 8, "limits.disk");
+    assert!(error.to_string().contains("zero"), "{error}");
+    let policy = parse("p.toml", "[limits]\ndisk = \"8MiB\"\n").expect("a disk limit");
+    assert_eq!(policy.limits.disk_bytes, Some(8 << 20));
 }
 
 #[test]

@@ -11,21 +11,25 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::cgroup::{CgroupError, CgroupLimits, RunCgroup};
+use super::{
+    cgroup::{CgroupError, CgroupLimits, RunCgroup},
+    workdir::FreshWorkdir,
+};
 
 /// What a run starts in: its cgroups and, without `--workdir`, a fresh work directory.
 pub(super) struct Made {
     /// The run's cgroups.
     pub cgroup: RunCgroup,
     /// Its work directory, when it needs a fresh one.
-    pub workdir: Option<tempfile::TempDir>,
+    pub workdir: Option<FreshWorkdir>,
 }
 
 /// What the next run is expected to need.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Wanted {
     limits: CgroupLimits,
-    workdir: bool,
+    /// A fresh work directory, with a tmpfs of this size (`Some(None)`: a plain directory).
+    workdir: Option<Option<u64>>,
 }
 
 enum Job {
@@ -48,13 +52,6 @@ pub struct Ahead {
 
 fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A fresh work directory for a run.
-pub(super) fn workdir() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("flamewarden-run-")
-        .tempdir()
 }
 
 fn remove(made: Made) {
@@ -80,13 +77,15 @@ impl Ahead {
                                 let made =
                                     RunCgroup::create(&name, &wanted.limits).and_then(|cgroup| {
                                         let workdir = match wanted.workdir {
-                                            true => Some(workdir().map_err(|source| {
-                                                CgroupError::Create {
-                                                    path: std::env::temp_dir(),
-                                                    source,
-                                                }
-                                            })?),
-                                            false => None,
+                                            Some(disk) => {
+                                                Some(FreshWorkdir::create(disk).map_err(
+                                                    |source| CgroupError::Create {
+                                                        path: std::env::temp_dir(),
+                                                        source,
+                                                    },
+                                                )?)
+                                            }
+                                            None => None,
                                         };
                                         Ok(Made { cgroup, workdir })
                                     });
@@ -112,7 +111,7 @@ impl Ahead {
     }
 
     /// What was made ahead for a run with these needs, if it matches (what does not is removed).
-    pub(super) fn take(&self, limits: CgroupLimits, workdir: bool) -> Option<Made> {
+    pub(super) fn take(&self, limits: CgroupLimits, workdir: Option<Option<u64>>) -> Option<Made> {
         let wanted = Wanted { limits, workdir };
         let mut state = lock(&self.slot.0);
         while state.pending {
@@ -135,7 +134,12 @@ impl Ahead {
     }
 
     /// Has the next run's cgroups (named `name`) and work directory made.
-    pub(super) fn make_next(&self, limits: CgroupLimits, workdir: bool, name: String) {
+    pub(super) fn make_next(
+        &self,
+        limits: CgroupLimits,
+        workdir: Option<Option<u64>>,
+        name: String,
+    ) {
         lock(&self.slot.0).pending = true;
         if !self.send(Job::Make(Wanted { limits, workdir }, name)) {
             lock(&self.slot.0).pending = false;

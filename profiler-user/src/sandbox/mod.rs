@@ -10,6 +10,7 @@ mod run;
 pub mod stack;
 mod supervise;
 pub mod verdict;
+mod workdir;
 
 pub use ahead::Ahead;
 pub use environment::{CommandEnv, EnvVar};

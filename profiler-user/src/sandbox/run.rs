@@ -19,7 +19,7 @@ use std::{
 use profiler_common::{GuardRun, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
 
 use super::{
-    ahead::{self, Ahead, Made},
+    ahead::{Ahead, Made},
     cgroup::{CgroupLimits, RunCgroup, sandboxes_parent_v2_dir},
     child::{Child, ChildSetup},
     environment::CommandEnv,
@@ -27,6 +27,7 @@ use super::{
     stack::{StackSymbolizer, command_files},
     supervise::supervise,
     verdict::{self, LimitsHit, Status, Verdict, Violation},
+    workdir::FreshWorkdir,
 };
 use crate::{
     guard::{
@@ -141,7 +142,7 @@ struct Prepared {
     layers: PreparedLayers,
     command: PreparedCommand,
     workdir: PathBuf,
-    tempdir: Option<tempfile::TempDir>,
+    tempdir: Option<FreshWorkdir>,
 }
 
 /// The policy of the last run, while its file is unchanged: a batch of runs parses it once.
@@ -168,7 +169,7 @@ fn load_policy(path: &Path) -> Result<CompiledPolicy, SandboxError> {
 fn prepare(
     opts: &SandboxOptions,
     mut policy: CompiledPolicy,
-    made: Option<tempfile::TempDir>,
+    made: Option<FreshWorkdir>,
 ) -> Result<Prepared, SandboxError> {
     let mode = opts.mode.unwrap_or(policy.mode);
     policy.mode = mode;
@@ -181,7 +182,8 @@ fn prepare(
         (None, made) => {
             let dir = match made {
                 Some(dir) => dir,
-                None => ahead::workdir().map_err(io_error("cannot create a work directory"))?,
+                None => FreshWorkdir::create(policy.limits.disk_bytes)
+                    .map_err(io_error("cannot create a work directory"))?,
             };
             (dir.path().to_path_buf(), Some(dir))
         }
@@ -228,6 +230,7 @@ fn kernel() -> Result<&'static Mutex<Kernel>, SandboxError> {
         dir,
     };
     reap_stale(&mut kernel);
+    super::workdir::reap_stale();
     Ok(KERNEL.get_or_init(|| Mutex::new(kernel)))
 }
 
@@ -377,7 +380,8 @@ pub fn run(
         tasks: limits.tasks.map(u64::from),
         memory_bytes: limits.memory_bytes,
     };
-    let fresh_workdir = opts.workdir.is_none();
+    // A fresh work directory, a tmpfs of `limits.disk` if any.
+    let fresh_workdir = opts.workdir.is_none().then_some(limits.disk_bytes);
     let made = ahead.and_then(|ahead| ahead.take(cgroup_limits, fresh_workdir));
     if let Some(ahead) = ahead {
         ahead.make_next(cgroup_limits, fresh_workdir, run_name());
@@ -480,6 +484,7 @@ pub fn run(
     // Whatever is left (background processes, a fork bomb's children) ends with the run.
     cgroup.kill_all();
     let usage = cgroup.usage();
+    let disk_full = prepared.tempdir.as_ref().is_some_and(FreshWorkdir::full);
     steps.done("usage read");
     let state = registered.state().unwrap_or(registered.run);
     let recorded = registered.violations();
@@ -538,6 +543,7 @@ pub fn run(
             || cpu_limit_ns.is_some_and(|l| cpu_ns >= l),
         wall_time: ended.wall_time,
         output: ended.output || signal == Some(SIGXFSZ),
+        disk: disk_full,
     };
     let enforced = prepared.mode == Mode::Enforce
         && (state.tripped & TRIP_KILLED != 0

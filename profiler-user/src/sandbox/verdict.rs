@@ -109,22 +109,26 @@ pub struct LimitsHit {
     pub wall_time: bool,
     /// Output limit reached.
     pub output: bool,
+    /// The fresh work directory (a tmpfs of `limits.disk`) filled up: writes failed with ENOSPC.
+    pub disk: bool,
 }
 
 impl LimitsHit {
-    /// A violation per limit that ended the run (fork bombs have their own, from the kernel).
+    /// A violation per limit that ended the run (fork bombs have their own, from the kernel),
+    /// or that refused writes (`limits.disk`).
     pub fn violations(&self, time_ms: f64) -> Vec<Violation> {
         [
-            (self.memory, "limits.memory"),
-            (self.cpu_time, "limits.cpu_time"),
-            (self.wall_time, "limits.wall_time"),
-            (self.output, "limits.output"),
+            (self.memory, "limits.memory", "killed"),
+            (self.cpu_time, "limits.cpu_time", "killed"),
+            (self.wall_time, "limits.wall_time", "killed"),
+            (self.output, "limits.output", "killed"),
+            (self.disk, "limits.disk", "denied"),
         ]
         .into_iter()
-        .filter(|(hit, _)| *hit)
-        .map(|(_, rule)| Violation {
+        .filter(|(hit, _, _)| *hit)
+        .map(|(_, rule, action)| Violation {
             rule: rule.to_owned(),
-            action: "killed",
+            action,
             syscall: None,
             argument: None,
             errno: None,
@@ -156,7 +160,7 @@ pub fn status(
         Status::TimeLimit
     } else if limits.wall_time {
         Status::WallTimeLimit
-    } else if limits.output {
+    } else if limits.output || limits.disk {
         Status::OutputLimit
     } else if signal.is_some() || exit_code != Some(0) {
         Status::RuntimeError
