@@ -254,6 +254,9 @@ pub struct Sandbox {
     pub args: Vec<OsString>,
     /// Variables set in flamewarden's own environment.
     pub env: Vec<(String, String)>,
+    /// Start flamewarden in a session of its own whose controlling terminal is this one, as
+    /// from a judge's shell (see [`with_controlling_tty`]).
+    pub controlling_tty: Option<PathBuf>,
     /// The run's tag (see the module documentation).
     pub tag: String,
 }
@@ -294,6 +297,7 @@ impl Sandbox {
             stdout: None,
             args: Vec::new(),
             env: Vec::new(),
+            controlling_tty: None,
             tag: new_tag(),
         }
     }
@@ -334,18 +338,20 @@ impl Sandbox {
         let before = Leftovers::snapshot();
         let reaper = Reaper(self.tag.clone());
         let start = Instant::now();
-        let mut process = BackgroundProcess::spawn(
-            Command::new(flamewarden_bin())
-                .args(&full)
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .env(TAG_ENV, &self.tag)
-                .env_remove("LD_LIBRARY_PATH")
-                .current_dir(scratch.path())
-                .stdin(Stdio::null())
-                .stdout(file("stdout"))
-                .stderr(file("stderr")),
-            &what,
-        );
+        let mut command = Command::new(flamewarden_bin());
+        command
+            .args(&full)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(TAG_ENV, &self.tag)
+            .env_remove("LD_LIBRARY_PATH")
+            .current_dir(scratch.path())
+            .stdin(Stdio::null())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"));
+        if let Some(tty) = &self.controlling_tty {
+            with_controlling_tty(&mut command, tty);
+        }
+        let mut process = BackgroundProcess::spawn(&mut command, &what);
         let status = process.wait_or_kill(SANDBOX_TIMEOUT);
         let elapsed = start.elapsed();
         let stdout = fs::read(scratch.path().join("stdout")).unwrap_or_default();
@@ -408,6 +414,27 @@ pub fn run_bare(
     (&out).rewind().expect("rewind");
     (&out).read_to_end(&mut stdout).expect("read stdout");
     (status, stdout)
+}
+
+/// Has `command` start in a session of its own whose controlling terminal is `tty` (a
+/// terminal device, e.g. the slave of a pseudo-terminal), as a judge's shell would.
+pub fn with_controlling_tty(command: &mut Command, tty: &Path) {
+    use std::os::unix::{ffi::OsStrExt as _, process::CommandExt as _};
+    let path = std::ffi::CString::new(tty.as_os_str().as_bytes()).expect("terminal path");
+    // SAFETY: between fork and exec only async-signal-safe calls on memory prepared before.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        })
+    };
 }
 
 /// Processes whose command line or environment holds `tag`: (pid, comm). Not this process.

@@ -18,12 +18,21 @@
 
 mod escape_support;
 
-use std::ffi::OsString;
+use std::{
+    ffi::OsString,
+    fs,
+    io::Read as _,
+    os::unix::fs::OpenOptionsExt as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use escape_support::{Effects, Stage, Watcher, port};
 use flamewarden_tests::{
     require_bpf,
-    sandbox::{Sandbox, SandboxRun, contains, escape_program, judge_policy, run_bare},
+    sandbox::{
+        Sandbox, SandboxRun, contains, escape_program, judge_policy, run_bare, with_controlling_tty,
+    },
 };
 use serde_json::Value;
 
@@ -411,4 +420,94 @@ fn descriptors_leaked_by_the_judge_do_not_reach_the_command() {
         "bare, the program should read the leaked descriptor: {status}\n{}",
         String::from_utf8_lossy(&stdout)
     );
+}
+
+/// A pseudo-terminal: what is typed into it (its input queue) can be read from `slave`.
+struct Pty {
+    _master: fs::File,
+    slave: fs::File,
+    slave_path: PathBuf,
+}
+
+impl Pty {
+    fn open() -> Self {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain calls on the descriptor just opened; ptsname's buffer is copied at once.
+        unsafe {
+            let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(
+                master >= 0,
+                "posix_openpt: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::grantpt(master), 0);
+            assert_eq!(libc::unlockpt(master), 0);
+            let name = libc::ptsname(master);
+            assert!(!name.is_null());
+            let slave_path = PathBuf::from(
+                std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            let master = fs::File::from_raw_fd(master);
+            let slave = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                .open(&slave_path)
+                .expect("open the terminal");
+            Pty {
+                _master: master,
+                slave,
+                slave_path,
+            }
+        }
+    }
+
+    /// What was typed into the terminal so far.
+    fn typed(&self) -> String {
+        let mut buf = [0u8; 4096];
+        match (&self.slave).read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+#[test]
+fn a_command_cannot_type_into_the_judges_terminal() {
+    if !require_bpf() {
+        return;
+    }
+    // flamewarden started from a judge's shell: its terminal is the controlling one and the
+    // command's standard input.
+    let program = escape_program("tty_inject");
+    let pty = Pty::open();
+    let run = Sandbox {
+        stdin: Some(pty.slave_path.clone()),
+        controlling_tty: Some(pty.slave_path.clone()),
+        ..Sandbox::new(&judge_policy())
+    }
+    .run(&program, &[]);
+    let typed = pty.typed();
+    assert!(
+        !typed.contains("tty-injected"),
+        "the command typed {typed:?} into the judge's terminal; {}",
+        run.verdict
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("blocked: ioctl(TIOCSTI)"),
+        "{}",
+        run.verdict
+    );
+    // Bare, from the same kind of terminal, the line arrives: the check above can see one.
+    let pty = Pty::open();
+    let mut bare = Command::new(&program);
+    bare.stdin(fs::File::open(&pty.slave_path).expect("open the terminal"))
+        .stdout(Stdio::null());
+    with_controlling_tty(&mut bare, &pty.slave_path);
+    let status = bare.status().expect("run tty_inject bare");
+    assert!(status.success(), "bare tty_inject: {status}");
+    let typed = pty.typed();
+    assert!(typed.contains("tty-injected"), "bare: typed {typed:?}");
 }

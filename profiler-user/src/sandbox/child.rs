@@ -3,8 +3,8 @@
 //! it is copied on write afterwards (a fork of this process cost about 1 ms). Between clone and
 //! exec the child makes system calls only, on memory prepared before the clone: it resets the
 //! signal handlers, notes its pid in the guard's map, moves itself into the run's cgroups, takes
-//! its standard streams, work directory, process group, rlimits, Landlock ruleset and seccomp
-//! filter, and executes the command. The calling thread sleeps meanwhile (`CLONE_VFORK`) and
+//! its standard streams, work directory, session, rlimits, Landlock ruleset and seccomp filter,
+//! and executes the command. The calling thread sleeps meanwhile (`CLONE_VFORK`) and
 //! wakes once exec succeeded or the child exited; a failure is written into the shared memory.
 
 use std::{
@@ -261,8 +261,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(5);
             }
         }
-        // Its own process group: a terminal's Ctrl-C reaches flamewarden, which ends the run.
-        libc::setpgid(0, 0);
+        // A session of its own, without a controlling terminal: a terminal's Ctrl-C reaches
+        // flamewarden (which ends the run), not the command, and the command cannot type into
+        // the judge's terminal (TIOCSTI needs the terminal to be the caller's controlling one,
+        // or CAP_SYS_ADMIN, which enforce mode drops; audit mode keeps capabilities).
+        libc::setsid();
         for (target, fd) in setup.stdio.iter().enumerate() {
             if let Some(fd) = *fd
                 && libc::dup2(fd, target as i32) < 0
