@@ -479,3 +479,30 @@ fn a_batch_detaches_the_syscall_layer_unless_a_run_still_needs_it() {
         link.display()
     );
 }
+
+#[test]
+fn guard_release_detaches_what_a_run_left_attached() {
+    if !require_bpf() {
+        return;
+    }
+    Sandbox::new(&judge_policy())
+        .run(std::path::Path::new("/bin/true"), &[])
+        .verdict
+        .assert_status("ok");
+    let link = sys_enter_link_pin();
+    assert!(
+        link.exists(),
+        "a run did not leave the syscall layer attached"
+    );
+    let release = Command::new(flamewarden_bin())
+        .args(["guard", "release"])
+        .output()
+        .expect("run guard release");
+    let text = String::from_utf8_lossy(&release.stdout);
+    assert!(
+        release.status.success() && text.contains("syscall layer detached"),
+        "{}: {text}",
+        release.status
+    );
+    assert!(!link.exists(), "{} is still pinned", link.display());
+}

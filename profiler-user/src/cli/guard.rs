@@ -1,5 +1,6 @@
 //! `flamewarden guard attach|detach --cgroup PATH`: the cgroup-BPF network layer on a cgroup
-//! someone else created, pinned so that it outlives flamewarden.
+//! someone else created, pinned so that it outlives flamewarden; `guard release`: the syscall
+//! layer of idle `sandbox run`s detached.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -56,6 +57,11 @@ pub enum GuardAction {
         #[arg(long, value_name = "PATH")]
         cgroup: PathBuf,
     },
+    /// Detach the syscall layer (sys_enter/sys_exit tracepoints, a cost on every system call of
+    /// the host) that `sandbox run` leaves attached for its next run, where no run is
+    /// registered; the next run attaches it again. `flamewarden daemon` does this by itself
+    /// after `guard_idle_detach_seconds`.
+    Release,
 }
 
 /// Runs `flamewarden guard`.
@@ -67,6 +73,22 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             print_attach(&cgroup, &policy, &report);
         }
         GuardAction::Watch { cgroup, duration } => watch(&cgroup, duration)?,
+        GuardAction::Release => {
+            for dir in crate::probes::guard::while_runs_dirs() {
+                let released = crate::probes::guard::release_sys_hooks(&dir)?;
+                println!(
+                    "{}: {}",
+                    dir.display(),
+                    if released {
+                        "syscall layer detached"
+                    } else if crate::probes::guard::sys_hooks_attached(&dir) {
+                        "syscall layer kept: a run is registered"
+                    } else {
+                        "syscall layer not attached"
+                    }
+                );
+            }
+        }
         GuardAction::Detach { cgroup } => {
             let (id, attached) = attach::detach(&cgroup)?;
             if attached {

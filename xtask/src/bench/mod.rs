@@ -11,7 +11,7 @@ mod soak;
 mod stats;
 mod syscalls;
 
-use std::{fs, path::PathBuf};
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Args;
@@ -118,6 +118,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     for (name, run) in runnable {
         println!("\n==> bench {name}");
+        // The guard's syscall layer, left attached by earlier sandbox runs (`bench guard`, the
+        // tests), would cost bare and traced runs alike on every system call.
+        crate::run::stdout(Command::new(&ctx.flamewarden).args(["guard", "release"]))?;
         run(&ctx).with_context(|| format!("benchmark `{name}` failed"))?;
     }
     Ok(())
