@@ -55,10 +55,12 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 }
 
 fn remove(made: Made) {
+    // The work directory first: a tmpfs's pages are charged to the run's memory cgroup, which
+    // would otherwise linger, offline, until they are freed.
+    drop(made.workdir);
     if let Err(e) = made.cgroup.remove() {
         tracing::warn!("leaving a run's cgroup behind: {e}");
     }
-    drop(made.workdir);
 }
 
 impl Ahead {

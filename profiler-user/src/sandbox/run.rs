@@ -519,7 +519,11 @@ pub fn run(
             ahead.retire(made);
             Ok(())
         }
-        None => made.cgroup.remove(),
+        None => {
+            // As a batch does: the work directory (its tmpfs pages) before the cgroups.
+            drop(made.workdir);
+            made.cgroup.remove()
+        }
     };
     steps.done("cleaned up");
 
