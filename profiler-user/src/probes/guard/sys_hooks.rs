@@ -28,10 +28,10 @@ pub enum SysHooks {
     /// Pinned with the rest until `guard detach`: `guard attach` and the daemon, whose cgroups
     /// are run by someone else, at any time.
     Pinned,
-    /// Attached by the first run ([`hold_sys_hooks`]) and detached when a batch of runs ends
-    /// with no run registered ([`release_sys_hooks`]): the sandboxes' parent, whose runs are
-    /// flamewarden's own. A host whose batches are over does not pay for them on every system
-    /// call.
+    /// Attached by a run ([`hold_sys_hooks`]) and detached where no run is registered
+    /// ([`release_sys_hooks`]: at the end of a batch, by `guard release`, by the daemon after
+    /// `guard_idle_detach_seconds`): the sandboxes' parent, whose runs are flamewarden's own. An
+    /// idle host does not pay for them on every system call.
     WhileRuns,
 }
 
