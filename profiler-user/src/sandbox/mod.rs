@@ -37,3 +37,36 @@ pub fn run_ahead(
     crate::daemon::verdicts::report(&verdict);
     Ok(verdict)
 }
+
+/// Whether `name` (`<prefix><pid>-...`: a run's cgroup, a fresh work directory) was made by a
+/// flamewarden that is gone: another pid than ours, no longer running.
+fn made_by_a_gone_flamewarden(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::made_by_a_gone_flamewarden;
+
+    #[test]
+    fn only_names_of_gone_flamewardens_are_reaped() {
+        let own = std::process::id();
+        assert!(!made_by_a_gone_flamewarden(&format!("run-{own}-3"), "run-"));
+        assert!(!made_by_a_gone_flamewarden("run-1-0", "run-"), "pid 1 runs");
+        assert!(made_by_a_gone_flamewarden("run-4294967294-0", "run-"));
+        assert!(made_by_a_gone_flamewarden(
+            "flamewarden-run-4294967294-Ab3x",
+            "flamewarden-run-"
+        ));
+        assert!(!made_by_a_gone_flamewarden(
+            "flamewarden-run-Ab3xQz",
+            "flamewarden-run-"
+        ));
+        assert!(!made_by_a_gone_flamewarden("other-4294967294-0", "run-"));
+    }
+}

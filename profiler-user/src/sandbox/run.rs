@@ -324,14 +324,7 @@ fn reap_stale(kernel: &mut Kernel) {
         return;
     };
     for name in names {
-        let Some(pid) = name
-            .strip_prefix("run-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        if !super::made_by_a_gone_flamewarden(&name, "run-") {
             continue;
         }
         if let Ok(Some(run)) = RunCgroup::adopt(&name) {

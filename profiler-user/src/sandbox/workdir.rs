@@ -114,15 +114,10 @@ pub(super) fn reap_stale() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        if !name
             .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            .is_some_and(|n| super::made_by_a_gone_flamewarden(n, PREFIX))
+        {
             continue;
         }
         let dir: PathBuf = entry.path();
