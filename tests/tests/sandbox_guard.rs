@@ -391,6 +391,17 @@ fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
         "/sys/fs/cgroup/unified/flamewarden-sandboxes/run-{}-0",
         first.pid()
     );
+    // Its fresh work directory (a tmpfs under judge.toml's `limits.disk`).
+    let workdir_prefix = format!("flamewarden-run-{}-", first.pid());
+    let workdirs = || {
+        fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&workdir_prefix))
+            .count()
+    };
+    assert_eq!(workdirs(), 1, "the run's work directory");
     first.signal(libc::SIGKILL);
     first.wait_or_kill(Duration::from_secs(5));
     assert!(
@@ -406,6 +417,11 @@ fn a_run_left_by_a_killed_flamewarden_is_reaped_by_the_next() {
     assert!(
         !std::path::Path::new(&run_dir).exists(),
         "{run_dir} was not removed"
+    );
+    assert_eq!(
+        workdirs(),
+        0,
+        "the dead run's work directory was not removed"
     );
 }
 
