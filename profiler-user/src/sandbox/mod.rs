@@ -6,6 +6,7 @@ pub mod cgroup;
 mod child;
 pub mod environment;
 mod profile;
+mod registered;
 mod run;
 pub mod stack;
 mod supervise;
@@ -14,7 +15,8 @@ mod workdir;
 
 pub use ahead::Ahead;
 pub use environment::{CommandEnv, EnvVar};
-pub use run::{SandboxError, SandboxOptions, release_sys_hooks};
+pub use registered::release_sys_hooks;
+pub use run::{SandboxError, SandboxOptions};
 pub use verdict::{Status, Verdict, Violation};
 
 /// Runs one command under a policy; `stop` (Ctrl-C, SIGTERM) ends it early. The verdict is

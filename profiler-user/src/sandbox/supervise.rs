@@ -13,7 +13,7 @@ use std::{
 
 use profiler_common::{TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS};
 
-use super::{cgroup::RunCgroup, child::Child, run::Registered};
+use super::{cgroup::RunCgroup, child::Child, registered::Registered};
 use crate::{
     launch::{ExitStatus, wait},
     policy,
