@@ -55,6 +55,9 @@ pub const RUN_AUDIT: u32 = 1;
 /// [`GuardRun::flags`]: check absolute path arguments against [`MAP_GUARD_FS_ALLOW`] at entry
 /// (audit mode, where no Landlock ruleset refuses them).
 pub const RUN_FS_CHECK: u32 = 1 << 1;
+/// [`GuardRun::flags`]: signals to processes outside the run are refused (`ipc.signal_outside =
+/// false`): the tracepoints report such attempts.
+pub const RUN_SCOPE_SIGNALS: u32 = 1 << 2;
 
 /// [`GuardRun::tripped`]: the fork rate went over the limit.
 pub const TRIP_FORK_RATE: u32 = 1;

@@ -23,8 +23,8 @@ use profiler_common::{
     ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_WRITE, GUARD_ACTION_AUDITED, GUARD_ARG_RULES,
     GUARD_PATH_LEN, GUARD_STACK_FRAMES, GUARD_SYSCALLS, GUARD_VIOLATION_SLOTS, GuardNetPending,
     GuardRun, GuardSyscallClass as Class, GuardViolationKey, RUN_AUDIT, RUN_FS_CHECK,
-    TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS, VIOLATION_AUDITED, VIOLATION_DENIED,
-    VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
+    RUN_SCOPE_SIGNALS, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS, VIOLATION_AUDITED,
+    VIOLATION_DENIED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
 };
 
 use crate::{
@@ -182,16 +182,39 @@ fn seccomp_denies(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
     denied
 }
 
-/// Whether a signal call targets a process outside the run (audit mode, where no Landlock
-/// scope refuses it): not the caller itself, not its process group, not a task the run started.
+/// `kill`.
+const NR_KILL: u32 = 62;
+/// `tgkill` and `rt_tgsigqueueinfo`: the signal is their third argument, not the second.
+const NR_TGKILL: u32 = 234;
+const NR_RT_TGSIGQUEUEINFO: u32 = 297;
+
+/// The signal number of a signal call (0 only asks whether the target exists).
+#[inline(always)]
+fn signal_of(nr: u32, args: &[u64; 6]) -> u64 {
+    if nr == NR_TGKILL || nr == NR_RT_TGSIGQUEUEINFO {
+        args[2]
+    } else {
+        args[1]
+    }
+}
+
+/// Whether a signal call targets a process outside the run: not the caller itself, not its
+/// process group (a run's command leads a session of its own), not a task or process group the
+/// run started; `kill(-1, …)` (every process the caller may signal) always does. Audit mode,
+/// where no Landlock scope refuses it, and `kill(-1, …)`, which Landlock answers with success
+/// when it signalled the run's own processes only.
 #[inline(always)]
 fn signals_outside(call: &Call, args: &[u64; 6]) -> bool {
     let target = args[0] as i32;
+    if target == -1 {
+        return call.nr == NR_KILL;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if target <= 0 || target as u32 == tgid {
+    // A negative pid other than -1 is a process group, named by its leader's pid.
+    let target = target.unsigned_abs();
+    if target == 0 || target == tgid {
         return false;
     }
-    let target = target as u32;
     // SAFETY: plain data copied out at once.
     match unsafe { GUARD_RUN_PIDS.get(target) } {
         Some(&cgroup) => cgroup != call.cgroup_id,
@@ -389,7 +412,17 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         return Ok(());
     }
+    let scoped = config.flags & RUN_SCOPE_SIGNALS != 0;
     if !audit {
+        // `kill(-1, sig)` succeeds once it signalled any process, the run's own included, with
+        // those outside refused one by one (`EPERM` each): the exit cannot tell, the entry
+        // reports it.
+        if nr == NR_KILL && scoped {
+            let args = args(call.regs);
+            if args[0] as i32 == -1 && args[1] != 0 {
+                record(ctx, run, &call, VIOLATION_DENIED, -EPERM, 0, None);
+            }
+        }
         return Ok(());
     }
     let args = args(call.regs);
@@ -398,7 +431,8 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let kind = Class::kind(call.class);
-    if kind == Class::SIGNAL && signals_outside(&call, &args) {
+    if kind == Class::SIGNAL && scoped && signal_of(nr, &args) != 0 && signals_outside(&call, &args)
+    {
         record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
         return Ok(());
     }

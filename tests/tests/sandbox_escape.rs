@@ -56,6 +56,7 @@ enum Escape {
     Mount,
     Clone3Namespaces,
     SignalOutside,
+    SignalEveryone,
     ReniceOutside,
     LimitOutside,
 }
@@ -80,6 +81,7 @@ impl Escape {
             Escape::Mount => "mount_tmpfs",
             Escape::Clone3Namespaces => "clone3_ns",
             Escape::SignalOutside => "signal_outside",
+            Escape::SignalEveryone => "signal_everyone",
             Escape::ReniceOutside => "renice_outside",
             Escape::LimitOutside => "limit_outside",
         }
@@ -101,7 +103,10 @@ impl Escape {
             | Escape::SignalOutside
             | Escape::ReniceOutside
             | Escape::LimitOutside => Some(stage.victim.pid().to_string().into()),
-            Escape::UserNamespace | Escape::Mount | Escape::Clone3Namespaces => None,
+            Escape::UserNamespace
+            | Escape::Mount
+            | Escape::Clone3Namespaces
+            | Escape::SignalEveryone => None,
         };
         arg.into_iter().collect()
     }
@@ -118,7 +123,7 @@ impl Escape {
             Escape::ExecShell => "filesystem.execute",
             Escape::NetTcp | Escape::NetUdp => "network.deny_all",
             Escape::NetRaw => "network.raw_socket",
-            Escape::SignalOutside => "ipc.signal_outside",
+            Escape::SignalOutside | Escape::SignalEveryone => "ipc.signal_outside",
             Escape::ReniceOutside | Escape::LimitOutside => "ipc.processes_outside",
             Escape::ReadIoUring
             | Escape::ExecMemfd
@@ -149,7 +154,7 @@ impl Escape {
             Escape::UserNamespace => &["unshare"],
             Escape::Mount => &["mount"],
             Escape::Clone3Namespaces => &["clone3"],
-            Escape::SignalOutside => &["kill"],
+            Escape::SignalOutside | Escape::SignalEveryone => &["kill"],
             Escape::ReniceOutside => &["setpriority"],
             Escape::LimitOutside => &["prlimit64"],
         }
@@ -174,6 +179,7 @@ impl Escape {
             Escape::ExecShell => vec!["/bin/sh".into(), "dash".into()],
             Escape::NetTcp => vec![format!("127.0.0.1:{}", port(&stage.tcp.local_addr()))],
             Escape::SignalOutside => vec![stage.victim.pid().to_string()],
+            Escape::SignalEveryone => vec!["pid -1".into()],
             _ => vec![],
         }
     }
@@ -202,6 +208,7 @@ impl Escape {
             Escape::UserNamespace | Escape::Clone3Namespaces => effects.new_namespace,
             Escape::Mount => effects.mounted,
             Escape::SignalOutside => effects.victim_killed,
+            Escape::SignalEveryone => effects.victim_signalled,
             Escape::ReniceOutside => effects.victim_reniced,
             Escape::LimitOutside => effects.victim_limited,
         }
@@ -280,10 +287,13 @@ fn enforced(escape: Escape) {
         "{escape:?} GOT THROUGH the sandbox: {effects:?}\nstdout:\n{}\n{verdict}",
         String::from_utf8_lossy(&run.stdout)
     );
-    assert_ne!(
-        verdict.0["exit_code"], 0,
-        "the attempt succeeded, per {verdict}"
-    );
+    // `kill(-1, …)` returns 0 however many processes refused it: its program cannot tell.
+    if escape != Escape::SignalEveryone {
+        assert_ne!(
+            verdict.0["exit_code"], 0,
+            "the attempt succeeded, per {verdict}"
+        );
+    }
     verdict.assert_status("security_violation");
     assert_eq!(verdict.0["mode"], "enforce", "{verdict}");
     let violation = verdict.expect_violation(escape.rule(), "denied");
@@ -374,6 +384,7 @@ escapes! {
     mount_tmpfs: Mount,
     clone3_with_namespace_flags: Clone3Namespaces,
     signal_outside_process: SignalOutside,
+    signal_every_process: SignalEveryone,
     renice_outside_process: ReniceOutside,
     limit_outside_process_open_files: LimitOutside,
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _, path::Path};
 use profiler_common::{
     ARG_ANY_BITS, ARG_EQUALS, ARG_NOT_EQUALS, FS_EXECUTE, FS_INODE_KEY_LEN, FS_READ, FS_WRITE,
     GUARD_ARG_RULES, GUARD_SYSCALLS, GuardArgRule, GuardFsKey, GuardRun, RUN_AUDIT, RUN_FS_CHECK,
-    bitmap_set, fs_inode_key,
+    RUN_SCOPE_SIGNALS, bitmap_set, fs_inode_key,
 };
 
 use crate::{
@@ -31,6 +31,9 @@ pub fn run_entry(policy: &CompiledPolicy, mode: Mode, start_ns: u64) -> GuardRun
     };
     if mode == Mode::Audit {
         run.flags |= RUN_AUDIT | RUN_FS_CHECK;
+    }
+    if policy.landlock.scope_signals {
+        run.flags |= RUN_SCOPE_SIGNALS;
     }
     for &nr in &policy.kill_syscalls {
         bitmap_set(&mut run.kill, nr);
@@ -177,7 +180,7 @@ const FS_FIXED_BITS: u32 = 64;
 
 #[cfg(test)]
 mod tests {
-    use profiler_common::{RUN_AUDIT, bitmap_has};
+    use profiler_common::{RUN_AUDIT, RUN_SCOPE_SIGNALS, bitmap_has};
 
     use super::{run_entry, seccomp_for_run};
     use crate::policy::{Mode, SyscallAction, parse};
@@ -204,6 +207,17 @@ mod tests {
         assert_eq!(run.start_ns, 5);
         assert_eq!(run.flags & RUN_AUDIT, 0);
         assert_ne!(run_entry(&policy, Mode::Audit, 0).flags & RUN_AUDIT, 0);
+        assert_ne!(
+            run.flags & RUN_SCOPE_SIGNALS,
+            0,
+            "signals outside refused by default"
+        );
+        let open = parse("p.toml", "[ipc]\nsignal_outside = true\n").unwrap();
+        assert_eq!(
+            run_entry(&open, Mode::Audit, 0).flags & RUN_SCOPE_SIGNALS,
+            0,
+            "signals outside allowed: none to report"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{
     fs,
     io::ErrorKind,
     net::{TcpListener, UdpSocket},
-    os::unix::fs::MetadataExt as _,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -56,10 +56,22 @@ impl Stage {
         tcp.set_nonblocking(true).expect("non-blocking listener");
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
         udp.set_nonblocking(true).expect("non-blocking UDP socket");
-        let victim = BackgroundProcess::spawn(
-            Command::new("sleep").arg("60").stdin(Stdio::null()),
-            "victim (sleep 60)",
-        );
+        let mut sleep = Command::new("sleep");
+        sleep.arg("60").stdin(Stdio::null());
+        // SAFETY: the closure only calls sigprocmask-like libc functions on a local set, which
+        // are async-signal-safe.
+        unsafe {
+            sleep.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, VICTIM_SIGNAL);
+                match libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let victim = BackgroundProcess::spawn(&mut sleep, "victim (sleep 60)");
         let victim_files = open_files_limit(victim.pid()).expect("the victim's limits");
         assert_eq!(
             nice_of(victim.pid()),
@@ -104,6 +116,7 @@ impl Stage {
             tcp_connected,
             datagrams,
             victim_killed: !self.victim.is_running(),
+            victim_signalled: signal_pending(self.victim.pid(), VICTIM_SIGNAL),
             victim_reniced: nice_of(self.victim.pid()) != Some(0),
             victim_limited: open_files_limit(self.victim.pid())
                 .is_some_and(|l| l != self.victim_files),
@@ -136,6 +149,21 @@ fn nice_of(pid: u32) -> Option<i64> {
     rest.split_whitespace().nth(19 - 3)?.parse().ok()
 }
 
+/// The signal `signal_everyone` sends: the victim blocks it (the mask survives its exec), so a
+/// delivery stays pending where /proc shows it, instead of being dropped as ignored.
+const VICTIM_SIGNAL: libc::c_int = libc::SIGURG;
+
+/// Whether `signal` is pending for the whole process `pid` (`ShdPnd` of /proc/PID/status).
+fn signal_pending(pid: u32, signal: libc::c_int) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("ShdPnd:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
 /// The "Max open files" line of /proc/PID/limits (soft and hard), as written there.
 fn open_files_limit(pid: u32) -> Option<String> {
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
@@ -153,6 +181,8 @@ pub struct Effects {
     pub tcp_connected: bool,
     pub datagrams: Vec<Vec<u8>>,
     pub victim_killed: bool,
+    /// The victim has a signal pending that it did not have: something signalled it.
+    pub victim_signalled: bool,
     pub victim_reniced: bool,
     pub victim_limited: bool,
     pub traced: bool,
@@ -169,6 +199,7 @@ impl Effects {
             || self.tcp_connected
             || !self.datagrams.is_empty()
             || self.victim_killed
+            || self.victim_signalled
             || self.victim_reniced
             || self.victim_limited
             || self.traced
