@@ -448,6 +448,26 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// `clone`; `CLONE_THREAD`.
+const NR_CLONE: u32 = 56;
+const CLONE_THREAD: u64 = 0x10000;
+
+/// Whether a task-creating call made a thread: `clone` or `clone3` with `CLONE_THREAD` (the
+/// arguments are still in the registers, and the `clone_args` in user memory, at exit).
+#[inline(always)]
+fn creates_thread(nr: u32, regs: *const pt_regs) -> bool {
+    let flags = match nr {
+        NR_CLONE => args(regs)[0],
+        NR_CLONE3 => {
+            let args = args(regs);
+            // SAFETY: reads the first field (flags) of the caller's `struct clone_args`.
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args[0] as *const u64) }.unwrap_or(0)
+        }
+        _ => 0,
+    };
+    flags & CLONE_THREAD != 0
+}
+
 /// Counts a successful fork against the run's fork-rate limit; trips once over it.
 #[inline(always)]
 fn count_fork(ctx: &RawTracePointContext, run: *mut GuardRun, call: &Call, audit: bool) {
@@ -522,7 +542,11 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if kind == Class::FORK {
         if ret > 0 {
             let _ = GUARD_RUN_PIDS.insert(ret as u32, cgroup_id, 0);
-            count_fork(ctx, run, &call, audit);
+            // The fork rate is of processes: a thread pool is no fork bomb (threads still count
+            // against the task limit).
+            if !creates_thread(nr, regs) {
+                count_fork(ctx, run, &call, audit);
+            }
         } else if ret == -EAGAIN {
             // The first refused fork is recorded; a fork bomb's thousands more are not news.
             // SAFETY: the live map value of this run; a volatile read sees other CPUs' writes.

@@ -78,6 +78,36 @@ fn fork_bomb_ends_as_fork_bomb_with_the_whole_cgroup_killed() {
     // No process of the run is left: checked by Sandbox::run for every run.
 }
 
+/// The fork rate counts processes: hundreds of short-lived threads a second (never more than
+/// nine tasks at once) are a thread pool, not a fork bomb.
+#[test]
+fn a_thread_pool_is_not_a_fork_bomb() {
+    if !require_bpf() {
+        return;
+    }
+    let run = run(&judge_policy(), "thread_churn", &["400"]);
+    let verdict = &run.verdict;
+    verdict.assert_status("ok");
+    assert!(verdict.violations().is_empty(), "violations in {verdict}");
+    let bare = tempfile::tempdir().expect("temporary directory");
+    let (status, stdout) = run_bare(
+        &escape_program("thread_churn"),
+        &[OsString::from("400")],
+        bare.path(),
+        None,
+        &new_tag(),
+    );
+    assert!(status.success(), "thread_churn bare: {status}");
+    assert!(
+        stdout.starts_with(b"threads 400 total "),
+        "bare output {stdout:?}"
+    );
+    assert_eq!(
+        run.stdout, stdout,
+        "output differs from the bare run; {verdict}"
+    );
+}
+
 #[test]
 fn memory_hog_ends_as_memory_limit() {
     if !require_bpf() {
