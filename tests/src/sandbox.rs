@@ -257,6 +257,9 @@ pub struct Sandbox {
     /// Start flamewarden in a session of its own whose controlling terminal is this one, as
     /// from a judge's shell (see [`with_controlling_tty`]).
     pub controlling_tty: Option<PathBuf>,
+    /// flamewarden's stderr is a pipe (read to its end by the test) instead of a file: what a
+    /// judge that reads its children's stderr sees, where no file-size limit applies.
+    pub stderr_pipe: bool,
     /// The run's tag (see the module documentation).
     pub tag: String,
 }
@@ -298,6 +301,7 @@ impl Sandbox {
             args: Vec::new(),
             env: Vec::new(),
             controlling_tty: None,
+            stderr_pipe: false,
             tag: new_tag(),
         }
     }
@@ -346,16 +350,32 @@ impl Sandbox {
             .env_remove("LD_LIBRARY_PATH")
             .current_dir(scratch.path())
             .stdin(Stdio::null())
-            .stdout(file("stdout"))
-            .stderr(file("stderr"));
+            .stdout(file("stdout"));
+        let piped = if self.stderr_pipe {
+            let (mut reader, writer) = std::io::pipe().expect("pipe");
+            command.stderr(writer);
+            Some(thread::spawn(move || {
+                let mut got = Vec::new();
+                let _ = reader.read_to_end(&mut got);
+                got
+            }))
+        } else {
+            command.stderr(file("stderr"));
+            None
+        };
         if let Some(tty) = &self.controlling_tty {
             with_controlling_tty(&mut command, tty);
         }
         let mut process = BackgroundProcess::spawn(&mut command, &what);
+        // The pipe's write end must be flamewarden's alone, for the reader to see its end.
+        drop(command);
         let status = process.wait_or_kill(SANDBOX_TIMEOUT);
         let elapsed = start.elapsed();
         let stdout = fs::read(scratch.path().join("stdout")).unwrap_or_default();
-        let stderr = fs::read(scratch.path().join("stderr")).unwrap_or_default();
+        let stderr = match piped {
+            Some(reader) => reader.join().expect("the stderr reader"),
+            None => fs::read(scratch.path().join("stderr")).unwrap_or_default(),
+        };
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
         eprintln!("{what}: {status} after {elapsed:.2?}");
 

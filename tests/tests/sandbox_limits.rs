@@ -174,6 +174,47 @@ fn sleeper_ends_as_wall_time_limit() {
     assert!(cpu < 500.0, "a sleeper used {cpu} ms of CPU, in {verdict}");
 }
 
+/// Standard error counts against the output limit too: a flood there must not reach a judge
+/// that reads it through a pipe (no file-size limit stops it there).
+#[test]
+fn a_flood_on_stderr_ends_as_output_limit() {
+    if !require_bpf() {
+        return;
+    }
+    const LIMIT: usize = 1 << 20;
+    let policy = judge_with_limits(&[("output", "\"1MiB\"")]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let run = Sandbox {
+        workdir: Some(dir.path().to_owned()),
+        stderr_pipe: true,
+        ..Sandbox::new(policy.path())
+    }
+    .run(
+        &escape_program("output_flood"),
+        &[(8 * LIMIT).to_string().into(), "stderr".into()],
+    );
+    let verdict = &run.verdict;
+    verdict.assert_status("output_limit");
+    assert!(
+        !run.output_contains("escaped: wrote"),
+        "the flood wrote all of its 8 MiB; {verdict}"
+    );
+    assert!(
+        verdict
+            .violations()
+            .iter()
+            .any(|v| v["rule"] == "limits.output"),
+        "no `limits.output` violation in {verdict}"
+    );
+    // The flood is "y\n" lines: 1 MiB of them is LIMIT / 2 lines.
+    let flooded = run.stderr.lines().filter(|&l| l == "y").count();
+    assert!(
+        (LIMIT / 8..=LIMIT / 2).contains(&flooded),
+        "{flooded} flood lines reached flamewarden's stderr, 1 MiB holds {}, in {verdict}",
+        LIMIT / 2
+    );
+}
+
 #[test]
 fn output_flood_ends_as_output_limit_and_no_byte_beyond_it_is_written() {
     if !require_bpf() {

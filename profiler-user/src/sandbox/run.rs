@@ -26,7 +26,7 @@ use super::{
     profile::Profiling,
     registered::Registered,
     stack::{StackSymbolizer, command_files},
-    supervise::supervise,
+    supervise::{Stream, supervise},
     verdict::{self, LimitsHit, Status, Verdict, Violation},
     workdir::FreshWorkdir,
 };
@@ -189,6 +189,17 @@ fn prepare(
     })
 }
 
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_error("pipe2")(io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 fn open_file(path: &Path, write: bool) -> Result<File, SandboxError> {
     let result = if write {
         File::create(path)
@@ -249,23 +260,18 @@ pub fn run(
         .as_deref()
         .map(|p| open_file(p, false))
         .transpose()?;
-    let stderr = opts
-        .stderr
-        .as_deref()
-        .map(|p| open_file(p, true))
-        .transpose()?;
+    // Both output streams go through flamewarden, counted against the output limit: a
+    // command's stderr must not flood the judge's log any more than its stdout may.
     let mut sink: Box<dyn io::Write> = match &opts.stdout {
         Some(path) => Box::new(open_file(path, true)?),
         None => Box::new(io::stdout().lock()),
     };
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io_error("pipe2")(io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (out_read, out_write) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut err_sink: Box<dyn io::Write> = match &opts.stderr {
+        Some(path) => Box::new(open_file(path, true)?),
+        None => Box::new(io::stderr()),
+    };
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
     let workdir = CString::new(prepared.workdir.as_os_str().as_bytes())
         .map_err(|_| io_error("work directory")(io::ErrorKind::InvalidInput.into()))?;
     let procs_files = cgroup.open_procs()?;
@@ -291,7 +297,7 @@ pub fn run(
         stdio: [
             stdin.as_ref().map(AsRawFd::as_raw_fd),
             Some(out_write.as_raw_fd()),
-            stderr.as_ref().map(AsRawFd::as_raw_fd),
+            Some(err_write.as_raw_fd()),
         ],
         procs: &procs,
         register: Some((registered.pids_fd(), registered.id)),
@@ -299,16 +305,18 @@ pub fn run(
     let child = Child::spawn(&setup)?;
     steps.done("command executed");
     drop(out_write);
+    drop(err_write);
     drop(procs_files);
     drop(stdin);
-    drop(stderr);
 
     let supervised = supervise(
         &child,
         &cgroup,
         &registered,
-        out_read,
-        &mut *sink,
+        [
+            Stream::new(out_read, &mut *sink),
+            Stream::new(err_read, &mut *err_sink),
+        ],
         &limits,
         stop,
         started,
@@ -316,6 +324,7 @@ pub fn run(
     let wall = started.elapsed();
     steps.done("command ended");
     let _ = sink.flush();
+    let _ = err_sink.flush();
     if let Some(profiling) = profiling {
         let title = format!(
             "flamewarden sandbox run -- {}",

@@ -32,15 +32,32 @@ pub(super) struct Outcome {
     pub(super) interrupted: bool,
 }
 
-/// Copies the command's output (counting it), watches the limits and the kernel's trip flags,
-/// and waits for the command; on any limit, trip or `stop` the whole cgroup is killed.
+/// One output stream of the command: the read end of its pipe and where its bytes go.
+pub(super) struct Stream<'a> {
+    pub(super) pipe: OwnedFd,
+    pub(super) sink: &'a mut dyn io::Write,
+    open: bool,
+}
+
+impl<'a> Stream<'a> {
+    pub(super) fn new(pipe: OwnedFd, sink: &'a mut dyn io::Write) -> Self {
+        Self {
+            pipe,
+            sink,
+            open: true,
+        }
+    }
+}
+
+/// Copies the command's standard output and error (counting them together against the output
+/// limit: no byte beyond it is written), watches the limits and the kernel's trip flags, and
+/// waits for the command; on any limit, trip or `stop` the whole cgroup is killed.
 #[expect(clippy::too_many_arguments, reason = "the parts of one run, borrowed")]
 pub(super) fn supervise(
     child: &Child,
     cgroup: &RunCgroup,
     registered: &Registered,
-    out: OwnedFd,
-    sink: &mut dyn io::Write,
+    mut streams: [Stream<'_>; 2],
     limits: &policy::Limits,
     stop: &Arc<AtomicBool>,
     started: Instant,
@@ -54,7 +71,6 @@ pub(super) fn supervise(
         interrupted: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out_open = true;
     let mut killed = false;
     let mut exited: Option<ExitStatus> = None;
     let cpu_limit_ns = limits.cpu_time.map(|d| d.as_nanos() as u64);
@@ -69,9 +85,15 @@ pub(super) fn supervise(
         None
     };
     loop {
+        let stream_fd = |s: &Stream<'_>| if s.open { s.pipe.as_raw_fd() } else { -1 };
         let mut fds = [
             libc::pollfd {
-                fd: if out_open { out.as_raw_fd() } else { -1 },
+                fd: stream_fd(&streams[0]),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stream_fd(&streams[1]),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -84,31 +106,17 @@ pub(super) fn supervise(
                 revents: 0,
             },
         ];
-        let timeout = if exited.is_some() && killed && !out_open {
+        let streams_open = streams.iter().any(|s| s.open);
+        let timeout = if exited.is_some() && killed && !streams_open {
             0
         } else {
             POLL.as_millis() as i32
         };
-        // SAFETY: two valid pollfds; negative fds are ignored.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-        if n > 0 && fds[0].revents != 0 {
-            // SAFETY: reading into a valid buffer of its length.
-            let got = unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if got > 0 {
-                let got = got as usize;
-                let allowed = limits.output_bytes.map_or(got as u64, |max| {
-                    max.saturating_sub(outcome.output_bytes).min(got as u64)
-                });
-                sink.write_all(&buf[..allowed as usize])?;
-                outcome.output_bytes += got as u64;
-                if limits
-                    .output_bytes
-                    .is_some_and(|max| outcome.output_bytes > max)
-                {
-                    outcome.output = true;
-                }
-            } else if got == 0 {
-                out_open = false;
+        // SAFETY: three valid pollfds; negative fds are ignored.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
+        for (stream, fd) in streams.iter_mut().zip(&fds) {
+            if n > 0 && fd.revents != 0 {
+                copy_some(stream, &mut buf, limits, &mut outcome)?;
             }
         }
         if exited.is_none() {
@@ -121,7 +129,7 @@ pub(super) fn supervise(
                 cgroup.kill_all();
                 killed = true;
             }
-            if !out_open || n == 0 {
+            if !streams.iter().any(|s| s.open) || n == 0 {
                 break;
             }
             continue;
@@ -156,4 +164,33 @@ pub(super) fn supervise(
     }
     outcome.exit = exited.unwrap_or(ExitStatus::Signal(9));
     Ok(outcome)
+}
+
+/// Copies what one read of `stream` gives, up to what the output limit leaves; closes the stream
+/// at its end.
+fn copy_some(
+    stream: &mut Stream<'_>,
+    buf: &mut [u8],
+    limits: &policy::Limits,
+    outcome: &mut Outcome,
+) -> io::Result<()> {
+    // SAFETY: reading into a valid buffer of its length.
+    let got = unsafe { libc::read(stream.pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if got > 0 {
+        let got = got as usize;
+        let allowed = limits.output_bytes.map_or(got as u64, |max| {
+            max.saturating_sub(outcome.output_bytes).min(got as u64)
+        });
+        stream.sink.write_all(&buf[..allowed as usize])?;
+        outcome.output_bytes += got as u64;
+        if limits
+            .output_bytes
+            .is_some_and(|max| outcome.output_bytes > max)
+        {
+            outcome.output = true;
+        }
+    } else if got == 0 {
+        stream.open = false;
+    }
+    Ok(())
 }
