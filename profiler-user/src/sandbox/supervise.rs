@@ -52,7 +52,6 @@ impl<'a> Stream<'a> {
 /// Copies the command's standard output and error (counting them together against the output
 /// limit: no byte beyond it is written), watches the limits and the kernel's trip flags, and
 /// waits for the command; on any limit, trip or `stop` the whole cgroup is killed.
-#[expect(clippy::too_many_arguments, reason = "the parts of one run, borrowed")]
 pub(super) fn supervise(
     child: &Child,
     cgroup: &RunCgroup,
