@@ -65,8 +65,12 @@ pub struct GuardFsLayout {
     pub mount_mountpoint: u32,
     /// `vfsmount.mnt_root`.
     pub vfsmount_root: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `mm_struct.exe_file`: the program a task executes, set before `sched_process_exec`.
+    pub mm_exe_file: u32,
 }
-const _: () = assert!(size_of::<GuardFsLayout>() == 80);
+const _: () = assert!(size_of::<GuardFsLayout>() == 88);
 
 impl GuardFsLayout {
     /// Not found: the kernel side falls back to the path read at `sys_enter`.
@@ -91,6 +95,8 @@ impl GuardFsLayout {
         mount_parent: 0,
         mount_mountpoint: 0,
         vfsmount_root: 0,
+        task_mm: 0,
+        mm_exe_file: 0,
     };
 }
 

@@ -223,6 +223,11 @@ pub const FS_WRITE: u32 = 1 << 1;
 pub const FS_EXECUTE: u32 = 1 << 2;
 /// In [`GuardViolation::access`]: a relative path, judged by user space after resolving it.
 pub const FS_RELATIVE: u32 = 1 << 3;
+/// In a [`MAP_GUARD_FS_ALLOW`] inode entry: an ELF interpreter (the dynamic loader), which a run
+/// may execute only as a program's interpreter: executed directly it would run any readable file
+/// as a program (`ld.so ./payload`), past the execute rule. In [`GuardViolation::access`]: such
+/// an exec, which the kernel side killed (or, in audit mode, reported).
+pub const FS_INTERPRETER: u32 = 1 << 4;
 
 /// The data of a [`MAP_GUARD_FS_ALLOW`] key: a run's cgroup id, then the path bytes. A rule for
 /// a directory `/usr/lib` is stored twice: `/usr/lib` with its NUL (the directory itself) and

@@ -6,12 +6,16 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_BUILD_ID, BPF_F_USER_STACK},
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes, generated::bpf_get_stack},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_stack, bpf_send_signal},
+    },
     programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
-    ExecStack, FS_EXECUTE, FS_RELATIVE, GUARD_FS_PATH_LEN, GUARD_PATH_LEN, GUARD_STACK_FRAMES,
-    GuardSyscallClass as Class, RUN_FS_CHECK, VIOLATION_AUDITED,
+    ExecStack, FS_EXECUTE, FS_INTERPRETER, FS_RELATIVE, GUARD_FS_PATH_LEN, GUARD_PATH_LEN,
+    GUARD_STACK_FRAMES, GuardSyscallClass as Class, RUN_AUDIT, RUN_FS_CHECK, VIOLATION_AUDITED,
+    VIOLATION_KILLED,
 };
 
 use crate::{
@@ -19,7 +23,8 @@ use crate::{
         AuditPath, GUARD_AUDIT_PATHS, GUARD_AUDIT_SCRATCH, GUARD_EXEC_SCRATCH, GUARD_EXEC_STACKS,
         GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_RUNS, GUARD_SEEN, OPEN_PATH_BUF,
     },
-    guard_sys::{Call, FS_FIXED_BITS, access_of, arg, class_of, record_at},
+    guard_open,
+    guard_sys::{Call, FS_FIXED_BITS, SIGKILL, access_of, arg, class_of, record_at},
     targets::current_cgroup_id,
 };
 
@@ -198,14 +203,34 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // SAFETY: the live map value of this run; configuration is read-only while it runs.
     let flags = unsafe { (*run).flags };
-    if flags & RUN_FS_CHECK == 0 {
-        return Ok(());
-    }
     // SAFETY: a load-time constant.
     let offset = unsafe { core::ptr::read_volatile(&EXEC_FILENAME_OFFSET) } as usize;
     // SAFETY: a `__data_loc` word of the event: (length << 16) | offset of the string.
     let loc: u32 = unsafe { ctx.read_at(offset) }?;
     let name = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;
+    let call = Call {
+        cgroup_id,
+        nr: NR_EXECVE,
+        class: class_of(NR_EXECVE),
+        regs: core::ptr::null(),
+    };
+    // The loader run as the program: it would load any readable file as one. Killed before its
+    // first instruction (the exec is past its point of no return).
+    if guard_open::executes_interpreter(cgroup_id) {
+        let kind = if flags & RUN_AUDIT != 0 {
+            VIOLATION_AUDITED
+        } else {
+            // SAFETY: a helper with an integer argument; it signals the current task.
+            unsafe { bpf_send_signal(SIGKILL) };
+            VIOLATION_KILLED
+        };
+        let access = FS_EXECUTE | FS_INTERPRETER;
+        record_at(ctx.as_ptr(), run, &call, kind, 0, access, None, name);
+        return Ok(());
+    }
+    if flags & RUN_FS_CHECK == 0 {
+        return Ok(());
+    }
     let Some(key) = GUARD_FS_SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
@@ -234,12 +259,6 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if allowed & FS_EXECUTE != 0 || !first_report(cgroup_id, path, len, FS_EXECUTE) {
         return Ok(());
     }
-    let call = Call {
-        cgroup_id,
-        nr: NR_EXECVE,
-        class: class_of(NR_EXECVE),
-        regs: core::ptr::null(),
-    };
     record_at(
         ctx.as_ptr(),
         run,

@@ -11,8 +11,8 @@ use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_probe_read_kernel_str as read_str,
 };
 use profiler_common::{
-    FS_INODE_KEY_LEN, GUARD_PATH_LEN, GuardFsLayout, GuardRun, S_PRIVATE, SB_NOUSER,
-    VIOLATION_AUDITED,
+    FS_INODE_KEY_LEN, FS_INTERPRETER, GUARD_PATH_LEN, GuardFsLayout, GuardRun, S_PRIVATE,
+    SB_NOUSER, VIOLATION_AUDITED,
 };
 
 use crate::{
@@ -153,6 +153,44 @@ fn judge(cgroup_id: u64, needed: u32, fd: u64) -> Judged {
         }
     }
     Judged::Unknown
+}
+
+/// Whether the program the current task now executes (`mm->exe_file`, just set by the exec) is
+/// one run `cgroup_id` may execute only as an interpreter (an inode entry with
+/// `FS_INTERPRETER`). False without the layout or on any failed read.
+#[inline(always)]
+pub fn executes_interpreter(cgroup_id: u64) -> bool {
+    // SAFETY: a load-time constant.
+    if unsafe { core::ptr::read_volatile(&raw const GUARD_FS_LAYOUT.valid) } == 0 {
+        return false;
+    }
+    let Some(key) = GUARD_FS_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let inode = read::<u64>(task, offset!(task_mm))
+        .and_then(|mm| read::<u64>(mm, offset!(mm_exe_file)))
+        .and_then(|file| read::<u64>(file, offset!(file_dentry)))
+        .and_then(|dentry| read::<u64>(dentry, offset!(dentry_inode)));
+    let Some(inode) = inode else {
+        return false;
+    };
+    let ino: u64 = read(inode, offset!(inode_ino)).unwrap_or(0);
+    let sb: u64 = read(inode, offset!(inode_sb)).unwrap_or(0);
+    let dev: u32 = read(sb, offset!(sb_dev)).unwrap_or(0);
+    // SAFETY: this CPU's scratch value, used by this program alone while it runs; the lookup
+    // helper reads the key.
+    let granted = unsafe {
+        (*key).data.cgroup_id = cgroup_id.to_ne_bytes();
+        let path = &mut (*key).data.path;
+        path[0] = 0;
+        path[1..9].copy_from_slice(&u64::from(dev).to_ne_bytes());
+        path[9..17].copy_from_slice(&ino.to_ne_bytes());
+        (*key).prefix_len = FS_FIXED_BITS + 8 * FS_INODE_KEY_LEN as u32;
+        GUARD_FS_ALLOW.get(&*key).copied().unwrap_or(0)
+    };
+    granted & FS_INTERPRETER != 0
 }
 
 /// Writes the path of the dentries of this CPU's walk (the file's first) into its buffer, from

@@ -37,7 +37,7 @@ use crate::{
     targets::current_cgroup_id,
 };
 
-const SIGKILL: u32 = 9;
+pub(crate) const SIGKILL: u32 = 9;
 const EPERM: i64 = 1;
 const EAGAIN: i64 = 11;
 const EACCES: i64 = 13;
@@ -413,6 +413,13 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let scoped = config.flags & RUN_SCOPE_SIGNALS != 0;
+    let kind = Class::kind(call.class);
+    // The caller's stack, for the exec tracepoint: a violation found there (a file outside the
+    // allowed trees in audit mode, the loader run directly in either mode) is reported with it,
+    // not with the new program's first frame.
+    if kind == Class::EXEC {
+        keep_exec_stack(ctx);
+    }
     if !audit {
         // `kill(-1, sig)` succeeds once it signalled any process, the run's own included, with
         // those outside refused one by one (`EPERM` each): the exit cannot tell, the entry
@@ -430,17 +437,13 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
         return Ok(());
     }
-    let kind = Class::kind(call.class);
     if kind == Class::SIGNAL && scoped && signal_of(nr, &args) != 0 && signals_outside(&call, &args)
     {
         record(ctx, run, &call, VIOLATION_AUDITED, 0, 0, None);
         return Ok(());
     }
     // Paths are judged by the call's result (`try_exit`); executed files by the
-    // `sched_process_exec` tracepoint (`try_exec`), with the stack kept here.
-    if kind == Class::EXEC && config.flags & RUN_FS_CHECK != 0 {
-        keep_exec_stack(ctx);
-    }
+    // `sched_process_exec` tracepoint (`try_exec`), with the stack kept above.
     if matches!(kind, Class::OPEN | Class::WRITE | Class::READ) && config.flags & RUN_FS_CHECK != 0
     {
         keep_audit_path(&call, &args);
@@ -559,11 +562,11 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
+    if kind == Class::EXEC {
+        // A failed or an unreported exec leaves its kept stack behind.
+        let _ = GUARD_EXEC_STACKS.remove(tid);
+    }
     if audit {
-        if kind == Class::EXEC {
-            // A failed exec leaves its kept stack behind; a successful one was recorded.
-            let _ = GUARD_EXEC_STACKS.remove(tid);
-        }
         // An opened file is judged by the file itself: the path buffer may have changed.
         if kind == Class::OPEN && ret >= 0 && config.flags & RUN_FS_CHECK != 0 {
             let args = args(regs);

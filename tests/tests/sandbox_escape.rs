@@ -48,6 +48,7 @@ enum Escape {
     WriteOutside,
     ExecShell,
     ExecMemfd,
+    ExecLoader,
     NetTcp,
     NetUdp,
     NetRaw,
@@ -73,6 +74,7 @@ impl Escape {
             Escape::WriteOutside => "write_outside",
             Escape::ExecShell => "exec_shell",
             Escape::ExecMemfd => "exec_memfd",
+            Escape::ExecLoader => "exec_loader",
             Escape::NetTcp => "net_tcp",
             Escape::NetUdp => "net_udp",
             Escape::NetRaw => "net_raw",
@@ -96,7 +98,9 @@ impl Escape {
             | Escape::ReadIoUring
             | Escape::RaceOpen => Some(stage.secret.clone().into()),
             Escape::WriteOutside => Some(stage.marker.clone().into()),
-            Escape::ExecShell | Escape::ExecMemfd => Some(stage.token.clone().into()),
+            Escape::ExecShell | Escape::ExecMemfd | Escape::ExecLoader => {
+                Some(stage.token.clone().into())
+            }
             Escape::NetTcp => Some(port(&stage.tcp.local_addr()).into()),
             Escape::NetUdp | Escape::NetRaw => Some(port(&stage.udp.local_addr()).into()),
             Escape::Ptrace
@@ -120,7 +124,7 @@ impl Escape {
             | Escape::ReadDirfd
             | Escape::RaceOpen => "filesystem.read",
             Escape::WriteOutside => "filesystem.write",
-            Escape::ExecShell => "filesystem.execute",
+            Escape::ExecShell | Escape::ExecLoader => "filesystem.execute",
             Escape::NetTcp | Escape::NetUdp => "network.deny_all",
             Escape::NetRaw => "network.raw_socket",
             Escape::SignalOutside | Escape::SignalEveryone => "ipc.signal_outside",
@@ -131,6 +135,16 @@ impl Escape {
             | Escape::UserNamespace
             | Escape::Mount
             | Escape::Clone3Namespaces => "syscalls.deny",
+        }
+    }
+
+    /// What enforce mode does to the attempt: refuse the call (`denied`), or kill the process
+    /// where no call can be refused (`killed`: the loader's exec is past its point of no return
+    /// when the kernel side sees what it runs).
+    fn enforced_action(self) -> &'static str {
+        match self {
+            Escape::ExecLoader => "killed",
+            _ => "denied",
         }
     }
 
@@ -146,6 +160,7 @@ impl Escape {
             Escape::ReadIoUring => &["io_uring_setup"],
             Escape::ExecShell => &["execve"],
             Escape::ExecMemfd => &["memfd_create"],
+            Escape::ExecLoader => &["execve"],
             Escape::NetTcp => &["connect"],
             // Refused at socket creation (seccomp) or at the send (cgroup BPF).
             Escape::NetUdp => &["socket", "sendto"],
@@ -177,6 +192,7 @@ impl Escape {
             Escape::ReadProcFd => vec!["/proc/self/fd/".into(), secret],
             Escape::WriteOutside => vec![stage.marker.display().to_string()],
             Escape::ExecShell => vec!["/bin/sh".into(), "dash".into()],
+            Escape::ExecLoader => vec!["ld-".into()],
             Escape::NetTcp => vec![format!("127.0.0.1:{}", port(&stage.tcp.local_addr()))],
             Escape::SignalOutside => vec![stage.victim.pid().to_string()],
             Escape::SignalEveryone => vec!["pid -1".into()],
@@ -201,6 +217,7 @@ impl Escape {
             Escape::WriteOutside => effects.marker_created,
             Escape::ExecShell => effects.shell_ran,
             Escape::ExecMemfd => effects.payload_ran,
+            Escape::ExecLoader => effects.loader_payload_ran,
             Escape::NetTcp => effects.tcp_connected,
             Escape::NetUdp => effects.datagrams.iter().any(|d| d == b"udp"),
             Escape::NetRaw => effects.datagrams.iter().any(|d| d == b"raw"),
@@ -296,11 +313,13 @@ fn enforced(escape: Escape) {
     }
     verdict.assert_status("security_violation");
     assert_eq!(verdict.0["mode"], "enforce", "{verdict}");
-    let violation = verdict.expect_violation(escape.rule(), "denied");
+    let action = escape.enforced_action();
+    let violation = verdict.expect_violation(escape.rule(), action);
     assert!(
-        violation["errno"]
-            .as_str()
-            .is_some_and(|e| e.starts_with('E')),
+        action != "denied"
+            || violation["errno"]
+                .as_str()
+                .is_some_and(|e| e.starts_with('E')),
         "a denied call without its errno, in {verdict}"
     );
     check_violation(escape, &stage, &run, violation);
@@ -376,6 +395,7 @@ escapes! {
     write_outside_workdir: WriteOutside,
     exec_shell: ExecShell,
     fileless_exec_memfd_execveat: ExecMemfd,
+    exec_through_the_loader: ExecLoader,
     tcp_connect_loopback: NetTcp,
     udp_send_loopback: NetUdp,
     raw_socket: NetRaw,

@@ -10,6 +10,7 @@
 
 pub mod attach;
 pub mod exec;
+pub mod interpreters;
 mod landlock;
 pub mod run_entry;
 mod seccomp;

@@ -176,7 +176,7 @@ pub fn fs_allow_entries(id: u64, paths: &[ResolvedPath]) -> Vec<(u32, GuardFsKey
 }
 
 /// Bits of the cgroup-id part of a [`GuardFsKey`].
-const FS_FIXED_BITS: u32 = 64;
+pub(crate) const FS_FIXED_BITS: u32 = 64;
 
 #[cfg(test)]
 mod tests {

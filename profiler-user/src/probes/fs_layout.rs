@@ -46,6 +46,8 @@ pub fn fs_layout_from(path: &Path) -> Result<GuardFsLayout, ProbeError> {
         mount_parent: of("mount", &["mnt_parent"])?,
         mount_mountpoint: of("mount", &["mnt_mountpoint"])?,
         vfsmount_root: of("vfsmount", &["mnt_root"])?,
+        task_mm: of("task_struct", &["mm"])?,
+        mm_exe_file: of("mm_struct", &["exe_file"])?,
     })
 }
 

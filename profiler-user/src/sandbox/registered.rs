@@ -4,7 +4,7 @@
 //! reaped; the syscall layer held while runs need it.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Mutex, OnceLock},
 };
 
@@ -18,6 +18,7 @@ use crate::{
     guard::{
         PreparedLayers,
         attach::network_entries,
+        interpreters::mark_interpreters,
         run_entry::{fs_allow_entries, run_entry},
     },
     policy::{CompiledPolicy, Mode},
@@ -97,22 +98,24 @@ pub(super) struct Registered {
 }
 
 impl Registered {
-    /// Writes the entries of the run in cgroup `id` under `policy` in `mode` (`layers`: its
-    /// prepared paths) and makes sure the syscall layer is attached.
+    /// Writes the entries of the run of `program` in cgroup `id` under `policy` in `mode`
+    /// (`layers`: its prepared paths) and makes sure the syscall layer is attached.
     pub(super) fn new(
         policy: &CompiledPolicy,
         mode: Mode,
         layers: &PreparedLayers,
+        program: &Path,
         id: u64,
     ) -> Result<Self, SandboxError> {
         let kernel = kernel()?;
         let entries = network_entries(&policy.network, mode, id);
         let run = run_entry(policy, mode, monotonic_ns());
-        let fs = if mode == Mode::Audit {
+        let mut fs = if mode == Mode::Audit {
             fs_allow_entries(id, layers.paths())
         } else {
             Vec::new()
         };
+        mark_interpreters(&mut fs, id, layers.paths(), program);
         let registered = Self {
             kernel,
             id,

@@ -251,6 +251,7 @@ pub fn run(
         &prepared.policy,
         prepared.mode,
         &prepared.layers,
+        &prepared.program,
         cgroup.id(),
     )?;
     steps.done("registered with the kernel side");

@@ -7,8 +7,8 @@ use std::{
 };
 
 use profiler_common::{
-    FS_EXECUTE, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_RULE_DENY_ALL, GUARD_RULE_NOT_ALLOWED,
-    GUARD_RULE_PACKET_SOCKET, GUARD_RULE_RAW_SOCKET, GuardHook, GuardRun,
+    FS_EXECUTE, FS_INTERPRETER, FS_READ, FS_RELATIVE, FS_WRITE, GUARD_RULE_DENY_ALL,
+    GUARD_RULE_NOT_ALLOWED, GUARD_RULE_PACKET_SOCKET, GUARD_RULE_RAW_SOCKET, GuardHook, GuardRun,
     GuardSyscallClass as Class, GuardViolation, VIOLATION_AUDITED, VIOLATION_FORK_RATE,
     VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
 };
@@ -313,6 +313,10 @@ pub fn decode(
         ("limits.tasks".to_owned(), None)
     } else if v.net.hook != 0 {
         network(v)
+    } else if kind == Class::EXEC && v.access & FS_INTERPRETER != 0 {
+        // The loader executed as the program: killed at the exec (see guard::interpreters).
+        let argument = path(v).map(|p| format!("{p} (the ELF interpreter, run directly)"));
+        ("filesystem.execute".to_owned(), argument)
     } else if v.kind == VIOLATION_KILLED || bitmap_has(&run.kill, v.nr) {
         ("syscalls.kill".to_owned(), args_text(v))
     } else if bitmap_has(&run.deny, v.nr) || bitmap_has(&run.deny_if, v.nr) {

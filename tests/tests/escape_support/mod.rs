@@ -113,6 +113,10 @@ impl Stage {
                 output,
                 format!("memfd-payload-ran-{}", self.token).as_bytes(),
             ),
+            loader_payload_ran: contains(
+                output,
+                format!("loader-payload-ran-{}", self.token).as_bytes(),
+            ),
             tcp_connected,
             datagrams,
             victim_killed: !self.victim.is_running(),
@@ -178,6 +182,7 @@ pub struct Effects {
     pub marker_created: bool,
     pub shell_ran: bool,
     pub payload_ran: bool,
+    pub loader_payload_ran: bool,
     pub tcp_connected: bool,
     pub datagrams: Vec<Vec<u8>>,
     pub victim_killed: bool,
@@ -196,6 +201,7 @@ impl Effects {
             || self.marker_created
             || self.shell_ran
             || self.payload_ran
+            || self.loader_payload_ran
             || self.tcp_connected
             || !self.datagrams.is_empty()
             || self.victim_killed
