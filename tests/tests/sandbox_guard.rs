@@ -285,7 +285,9 @@ fn the_judges_environment_does_not_reach_the_command() {
 /// A benign Python solution: reads numbers, sorts them on a second thread, touches 64 MiB,
 /// prints the count, the sum and the median.
 const PYTHON_SOLUTION: &str = "\
-import sys, threading
+import os, sys, threading
+# Python's CPU count: glibc reads /sys/devices/system/cpu/online, then /proc/stat (both quiet).
+workers = max(1, min(4, os.cpu_count() or 1))
 numbers = [int(line) for line in sys.stdin if line.strip()]
 result = {}
 worker = threading.Thread(target=lambda: result.update(sorted=sorted(numbers)))
@@ -295,7 +297,7 @@ block = bytearray(64 * 1024 * 1024)
 block[::4096] = b'x' * len(block[::4096])
 print('count', len(numbers))
 print('sum', sum(numbers))
-print('median', result['sorted'][len(numbers) // 2], block.count(b'x'))
+print('median', result['sorted'][len(numbers) // 2], block.count(b'x'), workers > 0)
 ";
 
 #[test]

@@ -15,6 +15,7 @@ use super::{
 pub fn compile(src: &Source<'_>) -> Result<CompiledPolicy, PolicyError> {
     let file: PolicyFile = toml::from_str(src.text).map_err(|error| src.syntax_error(&error))?;
     let (paths, denied) = paths::compile(src, &file.filesystem)?;
+    let quiet = paths::compile_quiet(src, &file.filesystem)?;
     let (network, net_origin, net_rule) = network(src, file.network.as_ref())?;
 
     let flag = |value: &Option<Spanned<bool>>| value.as_ref().is_some_and(|v| *v.get_ref());
@@ -50,6 +51,7 @@ pub fn compile(src: &Source<'_>) -> Result<CompiledPolicy, PolicyError> {
     let landlock = LandlockLayer {
         paths,
         denied,
+        quiet,
         restrict_tcp: network.is_restricted(),
         tcp_connect_ports,
         scope_signals: !flag(&ipc.signal_outside),

@@ -106,6 +106,40 @@ pub struct DeniedPath {
     pub field: String,
 }
 
+/// A path whose refusal is not reported (`filesystem.quiet`): it stays refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuietPath {
+    /// The path; `/proc/self/…` also names `/proc/<pid>/…` and `/proc/thread-self/…`.
+    pub path: String,
+    /// Everything beneath `path` (written with a trailing `/`), not the path alone.
+    pub tree: bool,
+}
+
+impl QuietPath {
+    /// Whether a refused access to `path` (as the call named it, or as resolved) is quiet.
+    pub fn covers(&self, path: &str) -> bool {
+        let path = proc_self(path);
+        if self.tree {
+            path.starts_with(&self.path)
+        } else {
+            path == self.path
+        }
+    }
+}
+
+/// `/proc/<pid>/…` and `/proc/thread-self/…` as `/proc/self/…`.
+fn proc_self(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return path.into();
+    };
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if first == "thread-self" || (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit())) {
+        format!("/proc/self/{tail}").into()
+    } else {
+        path.into()
+    }
+}
+
 /// The Landlock layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LandlockLayer {
@@ -113,6 +147,8 @@ pub struct LandlockLayer {
     pub paths: Vec<PathRule>,
     /// Paths that must not be inside any allowed tree.
     pub denied: Vec<DeniedPath>,
+    /// Paths whose refusal is not reported.
+    pub quiet: Vec<QuietPath>,
     /// Handle TCP bind/connect (any network restriction); unhandled means unrestricted.
     pub restrict_tcp: bool,
     /// TCP ports that may be connected to (the address check is the cgroup-BPF layer's).

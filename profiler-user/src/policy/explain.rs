@@ -43,6 +43,13 @@ pub fn layers(policy: &CompiledPolicy) -> String {
             denied.path.display()
         );
     }
+    for quiet in &landlock.quiet {
+        let _ = writeln!(
+            out,
+            "  {:<20} {}  (refused, not reported)",
+            "quiet", quiet.path
+        );
+    }
     if landlock.restrict_tcp {
         let ports: Vec<String> = landlock
             .tcp_connect_ports
@@ -236,6 +243,19 @@ pub fn explain(policy: &CompiledPolicy) -> String {
             .map(|d| d.path.display().to_string())
             .collect();
         let _ = writeln!(out, "  Checked to be out of reach: {}.", denied.join(", "));
+    }
+    if !policy.landlock.quiet.is_empty() {
+        let quiet: Vec<&str> = policy
+            .landlock
+            .quiet
+            .iter()
+            .map(|q| q.path.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  Refused without a violation (language runtimes probe them and carry on): {}.",
+            quiet.join(", ")
+        );
     }
 
     let _ = writeln!(out, "\nNetwork");

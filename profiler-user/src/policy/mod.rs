@@ -28,7 +28,7 @@ use std::path::Path;
 
 pub use compiled::{
     ArgCheck, ArgTest, CompiledPolicy, DeniedPath, FsAccess, LandlockLayer, Limits, NetAllow,
-    NetworkLayer, PathRule, PathTemplate, SeccompLayer, SyscallAction, SyscallRule,
+    NetworkLayer, PathRule, PathTemplate, QuietPath, SeccompLayer, SyscallAction, SyscallRule,
 };
 pub use error::{Contradiction, Location, PolicyError};
 pub use explain::{explain, layers, summary};

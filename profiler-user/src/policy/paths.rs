@@ -9,7 +9,7 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    compiled::{DeniedPath, FsAccess, PathRule, PathTemplate},
+    compiled::{DeniedPath, FsAccess, PathRule, PathTemplate, QuietPath},
     error::{Contradiction, PolicyError, Source},
     schema::FilesystemSection,
 };
@@ -97,6 +97,37 @@ pub fn compile(
         .collect();
     check_denied(&denied, &literal)?;
     Ok((rules, denied))
+}
+
+/// Compiles `filesystem.quiet`: absolute paths, `/` at the end for a tree.
+pub fn compile_quiet(
+    src: &Source<'_>,
+    fs_section: &FilesystemSection,
+) -> Result<Vec<QuietPath>, PolicyError> {
+    fs_section
+        .quiet
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let field = format!("filesystem.quiet[{index}]");
+            let text = entry.get_ref().as_str();
+            if !text.starts_with('/') || text.contains('{') || text.ends_with('?') {
+                return Err(src.value_error(
+                    entry.span(),
+                    field,
+                    "a quiet path must be a plain absolute path (no placeholder, no `?`)",
+                ));
+            }
+            if text.split('/').any(|part| part == "..") {
+                return Err(src.value_error(entry.span(), field, "`..` in a quiet path"));
+            }
+            let tree = text.ends_with('/') && text.len() > 1;
+            Ok(QuietPath {
+                path: text.to_owned(),
+                tree,
+            })
+        })
+        .collect()
 }
 
 fn merge(a: FsAccess, b: FsAccess) -> FsAccess {

@@ -62,6 +62,10 @@ pub struct FilesystemSection {
     /// Paths that must stay out of reach; an allowed tree containing one is an error.
     #[serde(default)]
     pub denied: Vec<Spanned<String>>,
+    /// Paths whose refusal is no violation: runtimes probe them and carry on without them
+    /// (still refused). A trailing `/` names everything beneath.
+    #[serde(default)]
+    pub quiet: Vec<Spanned<String>>,
 }
 
 /// `[network]`.

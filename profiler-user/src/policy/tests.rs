@@ -186,6 +186,49 @@ fn bad_paths_are_refused() {
 }
 
 #[test]
+fn quiet_paths_are_plain_absolute_paths_and_cover_proc_self() {
+    let error = error_at(
+        "[filesystem]\nquiet = [\"/proc/self/maps\", \"proc/stat\"]\n",
+        2,
+        29,
+        "filesystem.quiet[1]",
+    );
+    assert!(error.to_string().contains("absolute"), "{error}");
+    error_at(
+        "[filesystem]\nquiet = [\"{workdir}/x\"]\n",
+        2,
+        10,
+        "filesystem.quiet[0]",
+    );
+    error_at(
+        "[filesystem]\nquiet = [\"/sys/../etc\"]\n",
+        2,
+        10,
+        "filesystem.quiet[0]",
+    );
+    let policy = parse(
+        "p.toml",
+        "[filesystem]\nquiet = [\"/proc/self/maps\", \"/sys/devices/system/cpu/\"]\n",
+    )
+    .unwrap();
+    let covers = |path: &str| policy.landlock.quiet.iter().any(|q| q.covers(path));
+    assert!(covers("/proc/self/maps"));
+    assert!(
+        covers("/proc/4242/maps"),
+        "a pid names the caller's /proc entry"
+    );
+    assert!(covers("/proc/thread-self/maps"));
+    assert!(!covers("/proc/self/mapsx") && !covers("/proc/self/environ"));
+    assert!(!covers("/proc/1x/maps"), "not a pid");
+    assert!(covers("/sys/devices/system/cpu/online"), "beneath a tree");
+    assert!(
+        !covers("/sys/devices/system/cpu"),
+        "the tree's root is not beneath it"
+    );
+    assert!(!covers("/sys/devices/system/cpuX/online"));
+}
+
+#[test]
 fn bad_sizes_and_durations_are_refused() {
     let error = error_at("[limits]\nmemory = \"256 megs\"\n", 2, 10, "limits.memory");
     assert!(error.to_string().contains("not a unit"), "{error}");

@@ -350,13 +350,17 @@ pub fn decode(
                     } else {
                         std::fs::canonicalize(&full).ok()?
                     };
-                    if ctx.allows(&real, v.access) {
+                    if ctx.allows(&real, v.access) || quiet(policy, &real.to_string_lossy()) {
                         return None;
                     }
                     format!("{written} -> {}", real.display())
                 } else {
                     written
                 };
+                // A file the policy expects runtimes to probe: refused, not reported.
+                if quiet(policy, &argument) {
+                    return None;
+                }
                 (format!("filesystem.{what}"), Some(argument))
             }
             Class::SIGNAL => (
@@ -377,6 +381,11 @@ pub fn decode(
         time_ms: v.ktime_ns.saturating_sub(run.start_ns) as f64 / 1e6,
         stack,
     })
+}
+
+/// Whether `path` is one of the policy's `filesystem.quiet` paths.
+fn quiet(policy: &CompiledPolicy, path: &str) -> bool {
+    policy.landlock.quiet.iter().any(|q| q.covers(path))
 }
 
 fn path(v: &GuardViolation) -> Option<String> {
