@@ -1,7 +1,8 @@
 //! The guard's audit mode, where nothing is refused: the path calls Landlock would have refused
 //! (checked against the run's allowed prefixes as read when the call began, each path reported
 //! once per right) and the files executed outside the allowed trees (`sched_process_exec`, with
-//! the caller's stack kept from `sys_enter`).
+//! the caller's stack kept from `sys_enter`). In both modes, the same tracepoint kills (reports)
+//! an exec of the run's ELF interpreter as the program (see `guard_open::executes_interpreter`).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -14,8 +15,8 @@ use aya_ebpf::{
 };
 use profiler_common::{
     ExecStack, FS_EXECUTE, FS_INTERPRETER, FS_RELATIVE, GUARD_FS_PATH_LEN, GUARD_PATH_LEN,
-    GUARD_STACK_FRAMES, GuardSyscallClass as Class, RUN_AUDIT, RUN_FS_CHECK, VIOLATION_AUDITED,
-    VIOLATION_KILLED,
+    GUARD_STACK_FRAMES, GuardSyscallClass as Class, RUN_AUDIT, RUN_FS_CHECK, TRIP_KILLED,
+    VIOLATION_AUDITED, VIOLATION_KILLED,
 };
 
 use crate::{
@@ -24,7 +25,7 @@ use crate::{
         GUARD_FS_ALLOW, GUARD_FS_SCRATCH, GUARD_RUNS, GUARD_SEEN, OPEN_PATH_BUF,
     },
     guard_open,
-    guard_sys::{Call, FS_FIXED_BITS, SIGKILL, access_of, arg, class_of, record_at},
+    guard_sys::{Call, FS_FIXED_BITS, SIGKILL, access_of, arg, class_of, record_at, set_bits},
     targets::current_cgroup_id,
 };
 
@@ -222,6 +223,8 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         } else {
             // SAFETY: a helper with an integer argument; it signals the current task.
             unsafe { bpf_send_signal(SIGKILL) };
+            // SAFETY: the live map value of this run.
+            set_bits(unsafe { &raw mut (*run).tripped }, TRIP_KILLED);
             VIOLATION_KILLED
         };
         let access = FS_EXECUTE | FS_INTERPRETER;

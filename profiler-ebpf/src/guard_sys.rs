@@ -237,7 +237,7 @@ fn add(ptr: *mut u32, n: u32) {
 /// Sets bits of a `u32` of a live map value. Not atomic across CPUs: a lost bit is set again by
 /// the next event of the same kind.
 #[inline(always)]
-fn set_bits(ptr: *mut u32, bits: u32) {
+pub(crate) fn set_bits(ptr: *mut u32, bits: u32) {
     // SAFETY: the caller passes a pointer into a live map value.
     unsafe { *ptr |= bits };
 }
