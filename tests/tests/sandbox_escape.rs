@@ -40,6 +40,7 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Escape {
     ReadDirect,
+    ReadDotDot,
     ReadSymlink,
     ReadProcFd,
     ReadDirfd,
@@ -66,6 +67,7 @@ impl Escape {
     fn program(self) -> &'static str {
         match self {
             Escape::ReadDirect => "read_direct",
+            Escape::ReadDotDot => "read_dotdot",
             Escape::ReadSymlink => "read_symlink",
             Escape::ReadProcFd => "read_procfd",
             Escape::ReadDirfd => "read_dirfd",
@@ -92,6 +94,7 @@ impl Escape {
     fn args(self, stage: &Stage) -> Vec<OsString> {
         let arg: Option<OsString> = match self {
             Escape::ReadDirect
+            | Escape::ReadDotDot
             | Escape::ReadSymlink
             | Escape::ReadProcFd
             | Escape::ReadDirfd
@@ -119,6 +122,7 @@ impl Escape {
     fn rule(self) -> &'static str {
         match self {
             Escape::ReadDirect
+            | Escape::ReadDotDot
             | Escape::ReadSymlink
             | Escape::ReadProcFd
             | Escape::ReadDirfd
@@ -152,6 +156,7 @@ impl Escape {
     fn syscalls(self) -> &'static [&'static str] {
         match self {
             Escape::ReadDirect
+            | Escape::ReadDotDot
             | Escape::ReadSymlink
             | Escape::ReadProcFd
             | Escape::ReadDirfd
@@ -179,7 +184,7 @@ impl Escape {
     fn argument(self, stage: &Stage) -> Vec<String> {
         let secret = stage.secret.display().to_string();
         match self {
-            Escape::ReadDirect => vec![secret],
+            Escape::ReadDirect | Escape::ReadDotDot => vec![secret],
             // Enforce mode names the relative argument, audit mode the file opened.
             Escape::ReadDirfd => vec![
                 stage
@@ -209,6 +214,7 @@ impl Escape {
     fn got_through(self, effects: &Effects) -> bool {
         match self {
             Escape::ReadDirect
+            | Escape::ReadDotDot
             | Escape::ReadSymlink
             | Escape::ReadProcFd
             | Escape::ReadDirfd
@@ -387,6 +393,7 @@ macro_rules! escapes {
 
 escapes! {
     read_secret_directly: ReadDirect,
+    read_secret_through_a_quiet_tree: ReadDotDot,
     read_secret_through_symlink: ReadSymlink,
     read_secret_through_proc_self_fd: ReadProcFd,
     read_secret_through_a_directory_fd: ReadDirfd,

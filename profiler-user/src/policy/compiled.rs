@@ -117,14 +117,40 @@ pub struct QuietPath {
 
 impl QuietPath {
     /// Whether a refused access to `path` (as the call named it, or as resolved) is quiet.
+    /// `.` and `..` are resolved first: `/sys/fs/cgroup/../../etc/shadow` is no probe of the
+    /// cgroup tree. A relative path never is one.
     pub fn covers(&self, path: &str) -> bool {
-        let path = proc_self(path);
+        let Some(path) = lexically_normal(path) else {
+            return false;
+        };
+        let path = proc_self(&path);
         if self.tree {
             path.starts_with(&self.path)
         } else {
             path == self.path
         }
     }
+}
+
+/// An absolute path without `.`, `..` or repeated slashes (a trailing slash kept); `None` for a
+/// relative one.
+fn lexically_normal(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let mut normal = format!("/{}", parts.join("/"));
+    if path.ends_with('/') && normal.len() > 1 {
+        normal.push('/');
+    }
+    Some(normal)
 }
 
 /// `/proc/<pid>/…` and `/proc/thread-self/…` as `/proc/self/…`.

@@ -226,6 +226,11 @@ fn quiet_paths_are_plain_absolute_paths_and_cover_proc_self() {
         "the tree's root is not beneath it"
     );
     assert!(!covers("/sys/devices/system/cpuX/online"));
+    // `..` cannot make another refusal pass for a probe.
+    assert!(!covers("/sys/devices/system/cpu/../../../../etc/shadow"));
+    assert!(!covers("/proc/self/maps/../environ"));
+    assert!(covers("/sys/devices//system/./cpu/online"));
+    assert!(!covers("proc/self/maps"), "relative");
 }
 
 #[test]
