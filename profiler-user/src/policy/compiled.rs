@@ -117,11 +117,16 @@ pub struct QuietPath {
 
 impl QuietPath {
     /// Whether a refused access to `path` (as the call named it, or as resolved) is quiet.
-    /// `.` and `..` are resolved first: `/sys/fs/cgroup/../../etc/shadow` is no probe of the
-    /// cgroup tree. A relative path never is one.
+    /// `.` and `..` are resolved first (`/sys/fs/cgroup/../../etc/shadow` is no probe of the
+    /// cgroup tree), and so are symlinks where the path exists, as the kernel resolved them. A
+    /// relative path never is one.
     pub fn covers(&self, path: &str) -> bool {
         let Some(path) = lexically_normal(path) else {
             return false;
+        };
+        let path = match std::fs::canonicalize(&path) {
+            Ok(real) => real.to_string_lossy().into_owned(),
+            Err(_) => path,
         };
         let path = proc_self(&path);
         if self.tree {
@@ -153,17 +158,23 @@ fn lexically_normal(path: &str) -> Option<String> {
     Some(normal)
 }
 
-/// `/proc/<pid>/…` and `/proc/thread-self/…` as `/proc/self/…`.
+/// `/proc/<pid>/…`, `/proc/<pid>/task/<tid>/…` and `/proc/thread-self/…` as `/proc/self/…`.
 fn proc_self(path: &str) -> std::borrow::Cow<'_, str> {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let Some(rest) = path.strip_prefix("/proc/") else {
         return path.into();
     };
-    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    if first == "thread-self" || (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit())) {
-        format!("/proc/self/{tail}").into()
-    } else {
-        path.into()
+    let (first, mut tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if first != "thread-self" && !number(first) {
+        return path.into();
     }
+    if let Some(task) = tail.strip_prefix("task/") {
+        let (tid, after) = task.split_once('/').unwrap_or((task, ""));
+        if number(tid) {
+            tail = after;
+        }
+    }
+    format!("/proc/self/{tail}").into()
 }
 
 /// The Landlock layer.
