@@ -174,6 +174,24 @@ fn sleeper_ends_as_wall_time_limit() {
     assert!(cpu < 500.0, "a sleeper used {cpu} ms of CPU, in {verdict}");
 }
 
+/// An `output_flood` run ended as `output_limit` with its violation, before it wrote all it
+/// meant to.
+fn assert_stopped_flood(run: &SandboxRun) {
+    let verdict = &run.verdict;
+    verdict.assert_status("output_limit");
+    assert!(
+        !run.output_contains("escaped: wrote"),
+        "the flood wrote all it meant to; {verdict}"
+    );
+    assert!(
+        verdict
+            .violations()
+            .iter()
+            .any(|v| v["rule"] == "limits.output"),
+        "no `limits.output` violation in {verdict}"
+    );
+}
+
 /// Standard error counts against the output limit too: a flood there must not reach a judge
 /// that reads it through a pipe (no file-size limit stops it there).
 #[test]
@@ -194,18 +212,7 @@ fn a_flood_on_stderr_ends_as_output_limit() {
         &[(8 * LIMIT).to_string().into(), "stderr".into()],
     );
     let verdict = &run.verdict;
-    verdict.assert_status("output_limit");
-    assert!(
-        !run.output_contains("escaped: wrote"),
-        "the flood wrote all of its 8 MiB; {verdict}"
-    );
-    assert!(
-        verdict
-            .violations()
-            .iter()
-            .any(|v| v["rule"] == "limits.output"),
-        "no `limits.output` violation in {verdict}"
-    );
+    assert_stopped_flood(&run);
     // The flood is "y\n" lines: 1 MiB of them is LIMIT / 2 lines.
     let flooded = run.stderr.lines().filter(|&l| l == "y").count();
     assert!(
@@ -234,18 +241,7 @@ fn output_flood_ends_as_output_limit_and_no_byte_beyond_it_is_written() {
         &[(2 * LIMIT).to_string().into()],
     );
     let verdict = &run.verdict;
-    verdict.assert_status("output_limit");
-    assert!(
-        !run.stderr.contains("escaped: wrote"),
-        "the flood wrote all of its 2 MiB; {verdict}"
-    );
-    assert!(
-        verdict
-            .violations()
-            .iter()
-            .any(|v| v["rule"] == "limits.output"),
-        "no `limits.output` violation in {verdict}"
-    );
+    assert_stopped_flood(&run);
     let written = fs::read(&out).expect("read the --stdout file");
     assert!(
         written.len() <= LIMIT,
