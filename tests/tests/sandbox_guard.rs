@@ -201,7 +201,7 @@ fn batch_runs_every_line_and_reports_bad_ones() {
     assert_eq!(lines[4]["status"], "ok", "{:?}", lines[4]);
     let env = fs::read_to_string(&env_out).expect("the env run's stdout");
     let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
-    assert_eq!(names, ["PATH", "HOME", "ALL", "LINE"], "{env}");
+    assert_eq!(names, ["PATH", "HOME", "TMPDIR", "ALL", "LINE"], "{env}");
     assert!(!env.contains(&secret), "{env}");
 }
 
@@ -252,11 +252,12 @@ fn the_judges_environment_does_not_reach_the_command() {
             "{mode}: the variables asked for are missing:\n{stdout}"
         );
         if !full {
-            // Besides the two asked for: PATH, HOME, the tests' tag (`--env`) and `tag=TAG`,
-            // which `env` takes for an assignment.
+            // Besides the two asked for: PATH, HOME, TMPDIR, the tests' tag (`--env`) and
+            // `tag=TAG`, which `env` takes for an assignment.
             let allowed = [
                 "PATH",
                 "HOME",
+                "TMPDIR",
                 "FLAMEWARDEN_TEST_KEPT",
                 "SET",
                 flamewarden_tests::sandbox::TAG_ENV,
@@ -273,11 +274,13 @@ fn the_judges_environment_does_not_reach_the_command() {
                 lines.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
                 "{stdout}"
             );
-            let home = format!("HOME={}", workdir.display());
-            assert!(
-                lines.contains(&home.as_str()),
-                "{mode}: not {home}:\n{stdout}"
-            );
+            for name in ["HOME", "TMPDIR"] {
+                let var = format!("{name}={}", workdir.display());
+                assert!(
+                    lines.contains(&var.as_str()),
+                    "{mode}: not {var}:\n{stdout}"
+                );
+            }
         }
     }
 }

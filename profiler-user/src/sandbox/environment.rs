@@ -2,7 +2,9 @@
 //! judge keeps in its own (API tokens, database addresses, cloud credentials) never reaches a
 //! submission. The command gets `PATH` (see [`DEFAULT_PATH`]), `HOME` (its work directory: without
 //! one, Python's start-up looks the user up in /etc/passwd and through nscd's socket, which a
-//! strict policy refuses) and the variables asked for with `--env NAME` (taken from
+//! strict policy refuses), `TMPDIR` (its work directory too: Python's `tempfile`, `mktemp` and
+//! Go's `os.TempDir` would otherwise try /tmp, which a strict policy refuses) and the variables
+//! asked for with `--env NAME` (taken from
 //! flamewarden's environment) or `--env NAME=VALUE`; `--full-env` passes flamewarden's whole
 //! environment on instead, `--env` still applying on top.
 
@@ -82,6 +84,7 @@ impl CommandEnv {
             vec![
                 ("PATH".into(), DEFAULT_PATH.into()),
                 ("HOME".into(), workdir.as_os_str().to_owned()),
+                ("TMPDIR".into(), workdir.as_os_str().to_owned()),
             ]
         };
         let mut set = |name: &OsStr, value: OsString| match vars.iter_mut().find(|(n, _)| n == name)
@@ -141,7 +144,11 @@ mod tests {
     fn the_judges_environment_stays_out_unless_asked_for() {
         assert_eq!(
             env(false, &[]),
-            [format!("PATH={DEFAULT_PATH}"), "HOME=/tmp/run".into()]
+            [
+                format!("PATH={DEFAULT_PATH}"),
+                "HOME=/tmp/run".into(),
+                "TMPDIR=/tmp/run".into()
+            ]
         );
         assert_eq!(
             env(
@@ -151,12 +158,16 @@ mod tests {
             [
                 format!("PATH={DEFAULT_PATH}"),
                 "HOME=/h".into(),
+                "TMPDIR=/tmp/run".into(),
                 "LANG=C.UTF-8".into(),
                 "N=2".into(),
                 "EMPTY=".into()
             ]
         );
-        assert_eq!(env(false, &["PATH"]), ["PATH=/opt/bin", "HOME=/tmp/run"]);
+        assert_eq!(
+            env(false, &["PATH"]),
+            ["PATH=/opt/bin", "HOME=/tmp/run", "TMPDIR=/tmp/run"]
+        );
         assert_eq!(
             env(true, &["SECRET=hidden", "X=a=b"]),
             ["PATH=/opt/bin", "SECRET=hidden", "LANG=C.UTF-8", "X=a=b"]
