@@ -315,8 +315,8 @@ pub fn run(
         &cgroup,
         &registered,
         [
-            Stream::new(out_read, &mut *sink),
-            Stream::new(err_read, &mut *err_sink),
+            Stream::output(out_read, &mut *sink),
+            Stream::error(err_read, &mut *err_sink),
         ],
         &limits,
         stop,

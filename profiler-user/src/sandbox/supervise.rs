@@ -34,17 +34,33 @@ pub(super) struct Outcome {
 
 /// One output stream of the command: the read end of its pipe and where its bytes go.
 pub(super) struct Stream<'a> {
-    pub(super) pipe: OwnedFd,
-    pub(super) sink: &'a mut dyn io::Write,
+    pipe: OwnedFd,
+    sink: &'a mut dyn io::Write,
+    /// A failed write to the sink fails the run (stdout: the judge's answer file). Otherwise
+    /// (stderr) the bytes are still read and counted, and dropped.
+    strict: bool,
     open: bool,
+    sink_failed: bool,
 }
 
 impl<'a> Stream<'a> {
-    pub(super) fn new(pipe: OwnedFd, sink: &'a mut dyn io::Write) -> Self {
+    /// The command's standard output: a write error fails the run.
+    pub(super) fn output(pipe: OwnedFd, sink: &'a mut dyn io::Write) -> Self {
+        Self::new(pipe, sink, true)
+    }
+
+    /// The command's standard error: a sink that fails (the judge closed its end) only drops it.
+    pub(super) fn error(pipe: OwnedFd, sink: &'a mut dyn io::Write) -> Self {
+        Self::new(pipe, sink, false)
+    }
+
+    fn new(pipe: OwnedFd, sink: &'a mut dyn io::Write, strict: bool) -> Self {
         Self {
             pipe,
             sink,
+            strict,
             open: true,
+            sink_failed: false,
         }
     }
 }
@@ -180,7 +196,15 @@ fn copy_some(
         let allowed = limits.output_bytes.map_or(got as u64, |max| {
             max.saturating_sub(outcome.output_bytes).min(got as u64)
         });
-        stream.sink.write_all(&buf[..allowed as usize])?;
+        if !stream.sink_failed
+            && let Err(e) = stream.sink.write_all(&buf[..allowed as usize])
+        {
+            if stream.strict {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "cannot pass the command's stderr on; dropping the rest");
+            stream.sink_failed = true;
+        }
         outcome.output_bytes += got as u64;
         if limits
             .output_bytes
