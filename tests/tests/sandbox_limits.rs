@@ -108,6 +108,29 @@ fn a_thread_pool_is_not_a_fork_bomb() {
     );
 }
 
+/// `limits.stack`: judge.toml's 256 MiB lets a million-level recursion finish, with the output of
+/// a bare run that has the room; 8 MiB, the usual default, ends it with SIGSEGV.
+#[test]
+fn the_stack_limit_decides_how_deep_a_recursion_goes() {
+    if !require_bpf() {
+        return;
+    }
+    let deep = run(&judge_policy(), "deep_recursion", &["1000000"]);
+    let verdict = &deep.verdict;
+    verdict.assert_status("ok");
+    assert!(verdict.violations().is_empty(), "violations in {verdict}");
+    assert_eq!(
+        String::from_utf8_lossy(&deep.stdout),
+        "depth 1000000 checksum 500001\n",
+        "{verdict}"
+    );
+    let small = judge_with_limits(&[("stack", "\"8MiB\"")]);
+    let overflow = run(small.path(), "deep_recursion", &["1000000"]);
+    let verdict = &overflow.verdict;
+    verdict.assert_status("runtime_error");
+    assert_eq!(verdict.0["signal"], libc::SIGSEGV, "{verdict}");
+}
+
 #[test]
 fn memory_hog_ends_as_memory_limit() {
     if !require_bpf() {

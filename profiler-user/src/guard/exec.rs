@@ -260,6 +260,14 @@ fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, 
             output,
         ));
     }
+    if let Some(stack) = limits.stack_bytes {
+        wanted.push((
+            libc::RLIMIT_STACK as libc::c_int,
+            "RLIMIT_STACK",
+            stack,
+            stack,
+        ));
+    }
     if let Some(tasks) = limits.tasks {
         // Per user, and ignored for root: a backup for the pids cgroup.
         wanted.push((

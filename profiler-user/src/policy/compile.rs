@@ -159,6 +159,7 @@ fn limits(src: &Source<'_>, section: &LimitsSection) -> Result<Limits, PolicyErr
         output_bytes: nonzero(src, "output", section.output.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
         disk_bytes: nonzero(src, "disk", section.disk.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
         fork_rate: nonzero(src, "fork_rate", section.fork_rate.as_ref(), |n| n == 0)?,
+        stack_bytes: nonzero(src, "stack", section.stack.as_ref(), |s| s.0 == 0)?.map(|s| s.0),
     })
 }
 

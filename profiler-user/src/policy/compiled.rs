@@ -388,4 +388,7 @@ pub struct Limits {
     pub disk_bytes: Option<u64>,
     /// Forks per second beyond which the run is ended as a fork bomb.
     pub fork_rate: Option<u32>,
+    /// The stack size (`RLIMIT_STACK`, soft and hard): how deep a recursion may go, and the
+    /// C library's default thread stack. Touched stack pages count against `memory`.
+    pub stack_bytes: Option<u64>,
 }

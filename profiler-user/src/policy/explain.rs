@@ -157,6 +157,9 @@ fn limit_lines(policy: &CompiledPolicy) -> Vec<String> {
             ByteSize(disk)
         ));
     }
+    if let Some(stack) = limits.stack_bytes {
+        lines.push(format!("a stack of {} (recursion depth)", ByteSize(stack)));
+    }
     if let Some(tasks) = limits.tasks {
         lines.push(format!("at most {tasks} processes and threads at once"));
     }

@@ -190,4 +190,7 @@ pub struct LimitsSection {
     /// Forks per second beyond which the run is a fork bomb.
     #[serde(default)]
     pub fork_rate: Option<Spanned<u32>>,
+    /// Stack size (`RLIMIT_STACK`), e.g. `"256MiB"`: deep recursion needs more than 8 MiB.
+    #[serde(default)]
+    pub stack: Option<Spanned<ByteSize>>,
 }
