@@ -260,7 +260,13 @@ fn rlimits(policy: &CompiledPolicy) -> Result<Vec<(libc::c_int, KernelRlimit)>, 
             output,
         ));
     }
-    if let Some(stack) = limits.stack_bytes {
+    // Not with RLIMIT_DATA (`flamewarden exec`, where no memory cgroup bounds memory): the C
+    // library reserves every thread's stack at the stack limit, in mappings DATA counts, so a
+    // 256 MiB stack would leave no thread startable under a 256 MiB DATA limit. `sandbox run`
+    // bounds memory with its cgroup and applies the stack limit.
+    if let Some(stack) = limits.stack_bytes
+        && limits.memory_bytes.is_none()
+    {
         wanted.push((
             libc::RLIMIT_STACK as libc::c_int,
             "RLIMIT_STACK",
@@ -410,5 +416,29 @@ impl PreparedCommand {
             }
         };
         Errno::last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rlimits;
+    use crate::policy::parse;
+
+    fn resources(limits: &str) -> Vec<libc::c_int> {
+        let policy = parse("p.toml", &format!("[limits]\n{limits}")).unwrap();
+        rlimits(&policy)
+            .unwrap()
+            .into_iter()
+            .map(|(resource, _)| resource)
+            .collect()
+    }
+
+    #[test]
+    fn the_stack_limit_applies_where_no_data_limit_counts_thread_stacks() {
+        let stack = libc::RLIMIT_STACK as libc::c_int;
+        let data = libc::RLIMIT_DATA as libc::c_int;
+        assert!(resources("stack = \"256MiB\"\n").contains(&stack));
+        let both = resources("stack = \"256MiB\"\nmemory = \"256MiB\"\n");
+        assert!(both.contains(&data) && !both.contains(&stack), "{both:?}");
     }
 }
