@@ -21,7 +21,7 @@ use std::{
 };
 
 use flamewarden_tests::{
-    require_bpf,
+    flamewarden_bin, require_bpf,
     sandbox::{Sandbox, judge_policy, new_tag, run_bare},
     target_dir,
     workloads::sources_dir,
@@ -156,6 +156,41 @@ fn benign_run_is_ok(language: Language) {
             String::from_utf8_lossy(&run.stdout)
         );
     }
+}
+
+/// `flamewarden exec` (the layers applied to itself, for judges with their own sandbox): the C++
+/// solution starts its threads there too, where `RLIMIT_DATA` bounds memory and counts every
+/// thread's stack reservation.
+#[test]
+fn a_cpp_solution_runs_under_exec() {
+    if !require_bpf() {
+        return;
+    }
+    let solution = Language::Cpp.build();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let input = dir.path().join("input.txt");
+    fs::write(&input, "3\n4\n").expect("write the input");
+    let workdir = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(flamewarden_bin())
+        .args(["exec", "--policy"])
+        .arg(judge_policy())
+        .arg("--workdir")
+        .arg(workdir.path())
+        .arg("--")
+        .arg(&solution)
+        .stdin(fs::File::open(&input).expect("open the input"))
+        .output()
+        .expect("run flamewarden exec");
+    assert!(
+        output.status.success(),
+        "flamewarden exec: {}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "count 2 squares 25 touched 16384\n"
+    );
 }
 
 #[test]
