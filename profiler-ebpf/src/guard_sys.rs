@@ -23,8 +23,8 @@ use profiler_common::{
     ARG_ANY_BITS, ARG_EQUALS, FS_EXECUTE, FS_READ, FS_WRITE, GUARD_ACTION_AUDITED, GUARD_ARG_RULES,
     GUARD_PATH_LEN, GUARD_STACK_FRAMES, GUARD_SYSCALLS, GUARD_VIOLATION_SLOTS, GuardNetPending,
     GuardRun, GuardSyscallClass as Class, GuardViolationKey, RUN_AUDIT, RUN_FS_CHECK,
-    RUN_SCOPE_SIGNALS, TRIP_FORK_RATE, TRIP_KILLED, TRIP_TASKS, VIOLATION_AUDITED,
-    VIOLATION_DENIED, VIOLATION_FORK_RATE, VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
+    RUN_SCOPE_SIGNALS, TRIP_KILLED, TRIP_TASKS, VIOLATION_AUDITED, VIOLATION_DENIED,
+    VIOLATION_KILLED, VIOLATION_TASKS, bitmap_has,
 };
 
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
         GUARD_SCRATCH, GUARD_SYSCALL_CLASS, GUARD_VIOLATIONS,
     },
     guard_open,
+    guard_tasks::{NR_KILL, count_fork, creates_thread, signal_of, signals_outside},
     targets::current_cgroup_id,
 };
 
@@ -162,7 +163,7 @@ fn arg_rules_hold(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
     seen & !failed != 0
 }
 
-const NR_CLONE3: u32 = 435;
+pub(crate) const NR_CLONE3: u32 = 435;
 /// `CLONE_NEW*` flags of `clone3` (`CLONE_NEWTIME` included, which only `clone3` takes).
 const CLONE_NEW_MASK: u64 = 0x7e02_0080;
 
@@ -182,50 +183,10 @@ fn seccomp_denies(run: &GuardRun, nr: u32, args: &[u64; 6]) -> bool {
     denied
 }
 
-/// `kill`.
-const NR_KILL: u32 = 62;
-/// `tgkill` and `rt_tgsigqueueinfo`: the signal is their third argument, not the second.
-const NR_TGKILL: u32 = 234;
-const NR_RT_TGSIGQUEUEINFO: u32 = 297;
-
-/// The signal number of a signal call (0 only asks whether the target exists).
-#[inline(always)]
-fn signal_of(nr: u32, args: &[u64; 6]) -> u64 {
-    if nr == NR_TGKILL || nr == NR_RT_TGSIGQUEUEINFO {
-        args[2]
-    } else {
-        args[1]
-    }
-}
-
-/// Whether a signal call targets a process outside the run: not the caller itself, not its
-/// process group (a run's command leads a session of its own), not a task or process group the
-/// run started; `kill(-1, …)` (every process the caller may signal) always does. Audit mode,
-/// where no Landlock scope refuses it, and `kill(-1, …)`, which Landlock answers with success
-/// when it signalled the run's own processes only.
-#[inline(always)]
-fn signals_outside(call: &Call, args: &[u64; 6]) -> bool {
-    let target = args[0] as i32;
-    if target == -1 {
-        return call.nr == NR_KILL;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // A negative pid other than -1 is a process group, named by its leader's pid.
-    let target = target.unsigned_abs();
-    if target == 0 || target == tgid {
-        return false;
-    }
-    // SAFETY: plain data copied out at once.
-    match unsafe { GUARD_RUN_PIDS.get(target) } {
-        Some(&cgroup) => cgroup != call.cgroup_id,
-        None => true,
-    }
-}
-
 /// Adds to a `u32` of a live map value atomically. (The old value is not returned: a fetching
 /// add needs BPF CPU v3, and the object is built for the generic CPU.)
 #[inline(always)]
-fn add(ptr: *mut u32, n: u32) {
+pub(crate) fn add(ptr: *mut u32, n: u32) {
     // SAFETY: the caller passes a pointer into a live map value; the add is atomic.
     unsafe {
         core::intrinsics::atomic_xadd::<_, _, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -244,7 +205,7 @@ pub(crate) fn set_bits(ptr: *mut u32, bits: u32) {
 
 /// Records a violation in the run's next slot; only counts it once the slots are used up.
 #[inline(always)]
-fn record(
+pub(crate) fn record(
     ctx: &RawTracePointContext,
     run: *mut GuardRun,
     call: &Call,
@@ -449,59 +410,6 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         keep_audit_path(&call, &args);
     }
     Ok(())
-}
-
-/// `clone`; `CLONE_THREAD`.
-const NR_CLONE: u32 = 56;
-const CLONE_THREAD: u64 = 0x10000;
-
-/// Whether a task-creating call made a thread: `clone` or `clone3` with `CLONE_THREAD` (the
-/// arguments are still in the registers, and the `clone_args` in user memory, at exit).
-#[inline(always)]
-fn creates_thread(nr: u32, regs: *const pt_regs) -> bool {
-    let flags = match nr {
-        NR_CLONE => args(regs)[0],
-        NR_CLONE3 => {
-            let args = args(regs);
-            // SAFETY: reads the first field (flags) of the caller's `struct clone_args`.
-            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args[0] as *const u64) }.unwrap_or(0)
-        }
-        _ => 0,
-    };
-    flags & CLONE_THREAD != 0
-}
-
-/// Counts a successful fork against the run's fork-rate limit; trips once over it.
-#[inline(always)]
-fn count_fork(ctx: &RawTracePointContext, run: *mut GuardRun, call: &Call, audit: bool) {
-    // SAFETY: the live map value of this run.
-    let (max, window) = unsafe { ((*run).fork_rate_max, (*run).fork_window_ns) };
-    if max == 0 {
-        return;
-    }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: as above. Window resets race benignly: at worst a few forks are not counted.
-    let count = unsafe {
-        if now.saturating_sub((*run).fork_window_start_ns) > window {
-            (*run).fork_window_start_ns = now;
-            (*run).fork_count = 1;
-        } else {
-            add(&raw mut (*run).fork_count, 1);
-        }
-        (*run).fork_count
-    };
-    // SAFETY: as above.
-    if count <= max || unsafe { (*run).tripped } & TRIP_FORK_RATE != 0 {
-        return;
-    }
-    // SAFETY: as above.
-    set_bits(unsafe { &raw mut (*run).tripped }, TRIP_FORK_RATE);
-    if !audit {
-        // SAFETY: a helper with an integer argument.
-        unsafe { bpf_send_signal(SIGKILL) };
-    }
-    record(ctx, run, call, VIOLATION_FORK_RATE, 0, 0, None);
 }
 
 /// `sys_exit`: refused calls, kills of seccomp-skipped calls, forks.

@@ -13,6 +13,7 @@ mod guard_audit;
 mod guard_maps;
 mod guard_open;
 mod guard_sys;
+mod guard_tasks;
 mod lifecycle;
 mod maps;
 mod net;
