@@ -1,6 +1,7 @@
 //! Command-line interface: clap derive, one module per subcommand.
 
 pub mod ci;
+pub mod control;
 pub mod daemon;
 pub mod exec;
 pub mod guard;

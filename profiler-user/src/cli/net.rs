@@ -3,15 +3,25 @@
 //! event stream like tcplife with `--events`.
 
 use std::{
-    collections::HashMap, ffi::OsString, fs, io::Write as _, os::unix::fs::MetadataExt as _,
-    path::PathBuf, process::ExitCode, time::Duration,
+    collections::HashMap,
+    ffi::OsString,
+    fs,
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use clap::Args;
 use profiler_common::NetEvent;
 
-use super::record::{choose_target, parse_secs};
+use super::{
+    control::{Control, ControlCommand, ControlSpec, parse_control},
+    record::{choose_target, parse_secs},
+};
 use crate::{
     collect::net::{NetCollector, NetOptions},
     net::{
@@ -58,6 +68,11 @@ pub struct NetArgs {
     /// Write the final report to FILE instead of the terminal.
     #[arg(short, long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Take commands while tracing, as `perf record --control` does: `enable` and `disable`
+    /// attach and detach the kernel programs, `ping`, `stop`; one per line on the FIFO (or
+    /// inherited descriptor) CTL, each answered `ack` on ACK once carried out.
+    #[arg(long, value_name = "fifo:CTL[,ACK]|fd:CTL[,ACK]", value_parser = parse_control)]
+    pub control: Option<ControlSpec>,
     /// The command to start and trace, with all its descendants.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -87,6 +102,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
     }
     let with_command = matches!(target, RecordTarget::Command(_));
     let stop = super::stop_flag()?;
+    let mut control = args.control.as_ref().map(Control::open).transpose()?;
     let mut session = Session::prepare(&target)?;
     let mut ebpf = probes::load_for(MapSizes::default(), &[Family::Net])?;
     session.apply(&mut ebpf)?;
@@ -129,14 +145,24 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
     };
     let mut watch = session.watch(args.duration);
     let mut failed = Ok(());
+    let mut next_drain = Instant::now() + POLL;
     let exit_status = loop {
         let progress = watch.check(&stop)?;
-        collector.wait_and_drain_raw(POLL, |raw| {
-            if failed.is_ok() {
-                failed = handle(raw, &mut cgroups);
-            }
-        });
-        std::mem::replace(&mut failed, Ok(()))?;
+        let wait = next_drain.saturating_duration_since(Instant::now());
+        let commands = collector.wait_or_readable(wait, control.as_ref().map(Control::fd));
+        if let (true, Some(control)) = (commands, &mut control) {
+            obey(control, &mut collector, &mut ebpf, &stop)?;
+        }
+        // On its own period, whatever the commands: their timing does not move this work.
+        if Instant::now() >= next_drain {
+            next_drain = Instant::now() + POLL;
+            collector.drain_raw(|raw| {
+                if failed.is_ok() {
+                    failed = handle(raw, &mut cgroups);
+                }
+            });
+            std::mem::replace(&mut failed, Ok(()))?;
+        }
         if let Progress::Done(status) = progress {
             break status;
         }
@@ -191,6 +217,34 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
     }
     let code = exit_status.map_or(0, |s| s.as_shell_code());
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Carries out the commands waiting on `control`, answering each.
+fn obey(
+    control: &mut Control,
+    collector: &mut NetCollector,
+    ebpf: &mut aya::Ebpf,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    for command in control.read()? {
+        let done = match command {
+            Ok(ControlCommand::Enable) => collector.resume(ebpf).map(|()| true)?,
+            Ok(ControlCommand::Disable) => collector.pause(ebpf).map(|()| true)?,
+            Ok(ControlCommand::Ping) => true,
+            Ok(ControlCommand::Stop) => {
+                stop.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(line) => {
+                eprintln!(
+                    "flamewarden net: {line:?} is no control command (enable, disable, ping, stop)"
+                );
+                false
+            }
+        };
+        control.answer(done)?;
+    }
+    Ok(())
 }
 
 /// The cgroups whose traffic is shown: all of them for `-a`, the target cgroups and their

@@ -11,7 +11,8 @@ use aya::{
     maps::Array,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
-        RawTracePoint,
+        RawTracePoint, cgroup_skb::CgroupSkbLinkId, raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId,
     },
 };
 use profiler_common::{MAP_NET_CONFIG, NetConfig};
@@ -62,11 +63,36 @@ pub fn cgroup2_root() -> Result<PathBuf, ProbeError> {
         })
 }
 
-/// The attached network tracer; [`NetTracer::stop`] detaches it.
+/// The attached network tracer; [`NetTracer::stop`] detaches and unloads it,
+/// [`NetTracer::pause`] and [`NetTracer::resume`] detach and re-attach its programs (loaded
+/// all along, their maps kept).
 #[derive(Debug)]
 pub struct NetTracer {
-    /// The programs attached, by name.
-    programs: Vec<&'static str>,
+    /// The programs loaded, by name, with where they attach.
+    programs: Vec<(&'static str, Hook)>,
+    /// The links while attached (one per program, in the order of `programs`).
+    links: Vec<Link>,
+    /// The cgroup2 root, where the traffic counters attach.
+    root: PathBuf,
+    cgroup: File,
+}
+
+/// Where a program of the tracer attaches.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    /// A BTF-typed raw tracepoint (the tracepoint is fixed at load).
+    Btf,
+    /// A plain raw tracepoint.
+    Raw(&'static str),
+    /// A `cgroup_skb` counter on the cgroup2 root.
+    Skb(CgroupSkbAttachType),
+}
+
+#[derive(Debug)]
+enum Link {
+    Btf(BtfTracePointLinkId),
+    Raw(RawTracePointLinkId),
+    Skb(CgroupSkbLinkId),
 }
 
 /// What the kernel counted for one program (`bpf_prog_info`).
@@ -117,8 +143,9 @@ pub fn program_stats(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Program
     })
 }
 
-/// Loads and attaches the BTF-typed build of a tracepoint handler.
-fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
+/// Loads the BTF-typed build of a tracepoint handler and checks that it attaches (the
+/// verifier's last word on a `tp_btf` program is at attach time).
+fn load_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or("no such program")?
@@ -127,17 +154,19 @@ fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Resul
     program
         .load(tracepoint, btf)
         .map_err(|e| format!("{e:?}"))?;
-    if let Err(e) = program.attach() {
-        let _ = program.unload();
-        return Err(e.to_string());
+    match program.attach() {
+        Ok(link) => program.detach(link).map_err(|e| e.to_string()),
+        Err(e) => {
+            let _ = program.unload();
+            Err(e.to_string())
+        }
     }
-    Ok(())
 }
 
 impl NetTracer {
-    /// Writes `config` and attaches the four TCP raw tracepoints and the two traffic counters
-    /// (on the cgroup2 root, as BPF links: they run beside any other program of any cgroup,
-    /// and `BPF_LINK_CREATE` takes no attach flags).
+    /// Writes `config`, loads and attaches the four TCP raw tracepoints and the two traffic
+    /// counters (on the cgroup2 root, as BPF links: they run beside any other program of any
+    /// cgroup, and `BPF_LINK_CREATE` takes no attach flags).
     pub fn attach(ebpf: &mut Ebpf, config: NetConfig) -> Result<Self, ProbeError> {
         let map = ebpf
             .map_mut(MAP_NET_CONFIG)
@@ -155,10 +184,10 @@ impl NetTracer {
         let mut programs = Vec::new();
         for (name, typed, tracepoint) in TRACEPOINTS {
             if let (Some(typed), Some(btf)) = (typed, &btf) {
-                match attach_btf(ebpf, typed, tracepoint, btf) {
+                match load_btf(ebpf, typed, tracepoint, btf) {
                     Ok(()) => {
                         tracing::debug!("{tracepoint}: BTF-typed raw tracepoint {typed}");
-                        programs.push(typed);
+                        programs.push((typed, Hook::Btf));
                         continue;
                     }
                     Err(e) => tracing::debug!(
@@ -169,15 +198,15 @@ impl NetTracer {
             } else {
                 tracing::debug!("{tracepoint}: plain raw tracepoint {name}");
             }
-            programs.push(name);
-            let what = format!("raw tracepoint {tracepoint}");
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram(name))?
                 .try_into()
-                .map_err(attach_err(what.clone()))?;
-            program.load().map_err(attach_err(what.clone()))?;
-            program.attach(tracepoint).map_err(attach_err(what))?;
+                .map_err(attach_err(format!("raw tracepoint {tracepoint}")))?;
+            program
+                .load()
+                .map_err(attach_err(format!("raw tracepoint {tracepoint}")))?;
+            programs.push((name, Hook::Raw(tracepoint)));
         }
         let root = cgroup2_root()?;
         let cgroup = File::open(&root).map_err(|e| ProbeError::BadCgroup {
@@ -185,26 +214,102 @@ impl NetTracer {
             reason: e.to_string(),
         })?;
         for (name, direction) in TRAFFIC {
-            let what = format!("cgroup_skb {name} on {}", root.display());
             let program: &mut CgroupSkb = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram(name))?
                 .try_into()
-                .map_err(attach_err(what.clone()))?;
-            program.load().map_err(attach_err(what.clone()))?;
+                .map_err(attach_err(format!("cgroup_skb {name}")))?;
             program
-                .attach(&cgroup, direction, CgroupAttachMode::Single)
-                .map_err(attach_err(what))?;
-            programs.push(name);
+                .load()
+                .map_err(attach_err(format!("cgroup_skb {name}")))?;
+            programs.push((name, Hook::Skb(direction)));
         }
-        Ok(Self { programs })
+        let mut tracer = Self {
+            programs,
+            links: Vec::new(),
+            root,
+            cgroup,
+        };
+        tracer.resume(ebpf)?;
+        Ok(tracer)
+    }
+
+    /// Whether the programs are attached (not paused).
+    pub fn attached(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// Attaches every program again after [`NetTracer::pause`] (nothing when attached).
+    pub fn resume(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        if self.attached() {
+            return Ok(());
+        }
+        for &(name, hook) in &self.programs {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?;
+            let link = match (hook, program) {
+                (Hook::Btf, Program::BtfTracePoint(p)) => p
+                    .attach()
+                    .map(Link::Btf)
+                    .map_err(attach_err(format!("BTF-typed raw tracepoint {name}"))),
+                (Hook::Raw(tracepoint), Program::RawTracePoint(p)) => p
+                    .attach(tracepoint)
+                    .map(Link::Raw)
+                    .map_err(attach_err(format!("raw tracepoint {tracepoint}"))),
+                (Hook::Skb(direction), Program::CgroupSkb(p)) => p
+                    .attach(&self.cgroup, direction, CgroupAttachMode::Single)
+                    .map(Link::Skb)
+                    .map_err(attach_err(format!(
+                        "cgroup_skb {name} on {}",
+                        self.root.display()
+                    ))),
+                _ => Err(ProbeError::MissingProgram(name)),
+            };
+            match link {
+                Ok(link) => self.links.push(link),
+                Err(e) => {
+                    // All or nothing: what did attach is detached again.
+                    let _ = self.pause(ebpf);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every program, keeping them loaded and the maps as they are: from now on no
+    /// connection or packet is seen (nor costs anything) until [`NetTracer::resume`].
+    pub fn pause(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        let links = std::mem::take(&mut self.links);
+        let mut first_error = Ok(());
+        for (&(name, _), link) in self.programs.iter().zip(links) {
+            let Some(program) = ebpf.program_mut(name) else {
+                continue;
+            };
+            let detached = match (program, link) {
+                (Program::BtfTracePoint(p), Link::Btf(id)) => p.detach(id),
+                (Program::RawTracePoint(p), Link::Raw(id)) => p.detach(id),
+                (Program::CgroupSkb(p), Link::Skb(id)) => p.detach(id),
+                _ => Ok(()),
+            };
+            if let Err(source) = detached
+                && first_error.is_ok()
+            {
+                first_error = Err(ProbeError::Attach {
+                    what: format!("network tracer program {name}"),
+                    source,
+                });
+            }
+        }
+        first_error
     }
 
     /// The kernel's run statistics of every attached program, by name.
     pub fn stats(&self, ebpf: &Ebpf) -> Vec<(&'static str, ProgramStats)> {
         self.programs
             .iter()
-            .filter_map(|&name| {
+            .filter_map(|&(name, _)| {
                 let fd = ebpf.program(name)?.fd().ok()?;
                 Some((name, program_stats(fd.as_fd()).ok()?))
             })
@@ -230,7 +335,7 @@ impl NetTracer {
         } else {
             tracing::debug!("network tracer programs: {line}");
         }
-        for name in self.programs {
+        for (name, _) in self.programs {
             let program = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram(name))?;

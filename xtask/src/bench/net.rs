@@ -1,45 +1,58 @@
 //! `bench net`: what `flamewarden net -a` costs the traffic it watches, on loopback.
 //!
 //! 1. **Connection rate**: a client opening connections one after another (connect, 64-byte
-//!    request, 64-byte answer, close) against a server, for [`RATE_SECS`] s; connections per
-//!    second with `flamewarden net -a` running over without. Goal ≥ [`GOAL_RATE`].
-//! 2. **Bulk throughput**: one connection writing 1 MiB blocks for [`BULK_SECS`] s; MiB/s with
-//!    over without. Goal ≥ [`GOAL_BULK`].
+//!    request, 64-byte answer, close) against a server; connections per second with tracing
+//!    over without. Goal ≥ [`GOAL_RATE`].
+//! 2. **Bulk throughput**: one connection writing 256 KiB blocks; bytes per second with over
+//!    without. Goal ≥ [`GOAL_BULK`].
 //!
-//! Client and server are pinned to different CPUs (`taskset`), which takes most of the
-//! scheduling noise of a small machine out. [`REPETITIONS`] rounds, each measuring bare and
-//! traced back to back in alternating order; the ratio is the median of the per-round ratios,
-//! shown with their spread (lowest and highest round).
+//! Server, client and `flamewarden net -a` all run on CPU 0 (`taskset`): the loop is CPU-bound
+//! there, so whatever tracing costs — the kernel programs and flamewarden reading their events —
+//! comes out of the measured figure, and none of it hides on an idle second CPU or behind the
+//! wake-up latency of a small VM's other vCPU.
+//!
+//! This VM's vCPUs change speed by ±10 % from one tenth of a second to the next (other guests),
+//! far more than the effect measured, so bare and traced cannot be runs seconds apart. The
+//! client drives one `flamewarden net -a --control` instead (the `perf record --control`
+//! protocol): it switches tracing on and off every [`SLICE_MS`] ms (on, off, off, on, …),
+//! waits for each `ack` before timing the slice, and counts per slice. "Without" is then the
+//! tracer with its programs detached (loaded, its process idle); the ratio is the rate over all
+//! traced slices over the rate over all untraced ones, in [`ROUNDS`] rounds with a fresh tracer
+//! each. The per-pair ratios (a traced slice and the untraced one next to it) show the spread.
 
 use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    thread,
     time::Duration,
 };
 
 use anyhow::{Context as _, ensure};
 use serde_json::json;
 
-use super::{BenchContext, process::Background, stats::median};
+use super::{BenchContext, process::Background};
 use crate::run;
 
-const REPETITIONS: usize = 9;
-/// Seconds of each connection-rate run.
-const RATE_SECS: &str = "2";
-/// Seconds of each bulk run (a fixed time: a fixed 2000 MiB took 0.4 s, mostly noise).
-const BULK_SECS: &str = "2";
+/// Rounds, each with a fresh `flamewarden net -a`.
+const ROUNDS: usize = 3;
+/// Seconds of the connection loop per round.
+const RATE_SECS: &str = "8";
+/// Seconds of the bulk transfer per round.
+const BULK_SECS: &str = "8";
+/// Length of a slice with tracing on or off.
+const SLICE_MS: &str = "100";
 const PORT: &str = "19431";
+/// The CPU everything runs on.
+const CPU: &str = "0";
 /// Goal for the connection rate ratio (traced / bare).
 pub const GOAL_RATE: f64 = 0.97;
 /// Goal for the bulk throughput ratio (traced / bare).
 pub const GOAL_BULK: f64 = 0.99;
-/// Time flamewarden gets to read the kernel's BTF, load and attach.
-const SETTLE: Duration = Duration::from_secs(3);
-const COOLDOWN: Duration = Duration::from_millis(300);
-const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time flamewarden gets to start before the client's first command (the client waits for
+/// its `ack` anyway: this only catches a tracer that fails at once).
+const SETTLE: Duration = Duration::from_millis(500);
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the net benchmark.
 pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
@@ -57,92 +70,96 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     }
     let load_before = load_average();
     let server = Server::start(&binary)?;
-    let mut rate = Pairs::default();
-    let mut bulk = Pairs::default();
-    println!(
-        "loopback: {RATE_SECS} s of connections and a {BULK_SECS} s transfer, bare and under \
-         `flamewarden net -a`, {REPETITIONS} rounds"
+    let (ctl, ack) = (
+        ctx.out_dir.join("net-ctl.fifo"),
+        ctx.out_dir.join("net-ack.fifo"),
     );
-    for rep in 0..REPETITIONS {
-        let traced_first = rep % 2 == 1;
-        for traced in [traced_first, !traced_first] {
-            let (r, b) = if traced {
-                let mut cmd = Command::new(&ctx.flamewarden);
-                cmd.args(["net", "-a", "-d", "3600"]);
-                let tracer =
-                    Background::start(cmd, &ctx.out_dir.join("net-flamewarden.log"), SETTLE)?;
-                let measured = measure(&binary)?;
-                tracer.stop(FINISH_TIMEOUT)?;
-                measured
-            } else {
-                measure(&binary)?
-            };
-            let (rates, bulks) = if traced {
-                (&mut rate.traced, &mut bulk.traced)
-            } else {
-                (&mut rate.bare, &mut bulk.bare)
-            };
-            rates.push(r);
-            bulks.push(b);
-            thread::sleep(COOLDOWN);
-        }
+    for fifo in [&ctl, &ack] {
+        make_fifo(fifo)?;
+    }
+    println!(
+        "loopback on CPU {CPU}: {RATE_SECS} s of connections and a {BULK_SECS} s transfer per \
+         round, `flamewarden net -a` switched on and off every {SLICE_MS} ms, {ROUNDS} rounds"
+    );
+    let mut rate = Slices::default();
+    let mut bulk = Slices::default();
+    for round in 1..=ROUNDS {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", CPU])
+            .arg(&ctx.flamewarden)
+            .args(["net", "-a", "--control"])
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .arg("-o")
+            .arg(ctx.out_dir.join("net-report.txt"));
+        let tracer = Background::start(cmd, &ctx.out_dir.join("net-flamewarden.log"), SETTLE)?;
+        let client = |mode: &str, secs: &str| -> anyhow::Result<Slices> {
+            let out = run::stdout(
+                Command::new("taskset")
+                    .args(["-c", CPU])
+                    .arg(&binary)
+                    .args([mode, PORT, secs])
+                    .args([&ctl, &ack])
+                    .arg(SLICE_MS),
+            )?;
+            Slices::parse(&out)
+        };
+        let (r, b) = (client("connect", RATE_SECS)?, client("bulk", BULK_SECS)?);
+        tracer.stop(FINISH_TIMEOUT)?;
         println!(
-            "  round {}/{REPETITIONS} ({} first): {:.0} vs {:.0} conn/s traced/bare ({:.3}), \
-             {:.0} vs {:.0} MiB/s ({:.3})",
-            rep + 1,
-            if traced_first { "traced" } else { "bare" },
-            rate.traced[rep],
-            rate.bare[rep],
-            rate.traced[rep] / rate.bare[rep],
-            bulk.traced[rep],
-            bulk.bare[rep],
-            bulk.traced[rep] / bulk.bare[rep],
+            "  round {round}/{ROUNDS}: {:.0} vs {:.0} conn/s traced/bare ({:.3}), {:.0} vs {:.0} \
+             MiB/s ({:.3})",
+            r.on.rate(),
+            r.off.rate(),
+            r.ratio(),
+            b.on.rate() / MIB,
+            b.off.rate() / MIB,
+            b.ratio(),
         );
+        rate.extend(r);
+        bulk.extend(b);
     }
     drop(server);
-    let (rate_ratios, bulk_ratios) = (rate.ratios(), bulk.ratios());
-    let rate_ratio = median(&rate_ratios);
-    let bulk_ratio = median(&bulk_ratios);
+    for fifo in [&ctl, &ack] {
+        let _ = fs::remove_file(fifo);
+    }
+    let (rate_ratio, bulk_ratio) = (rate.ratio(), bulk.ratio());
     let rate_met = rate_ratio >= GOAL_RATE;
     let bulk_met = bulk_ratio >= GOAL_BULK;
-    println!("\nnet: loopback traffic under `flamewarden net -a` (median of {REPETITIONS} rounds)");
+    println!("\nnet: loopback traffic under `flamewarden net -a` ({ROUNDS} rounds)");
     println!(
-        "  {:<28} {:>12} {:>12} {:>8} {:>13}  goal",
-        "", "bare", "traced", "ratio", "spread"
+        "  {:<24} {:>10} {:>10} {:>8} {:>22}  goal",
+        "", "bare", "traced", "ratio", "pairs: q1 median q3"
     );
-    println!(
-        "  {:<28} {:>12.0} {:>12.0} {:>8.3} {:>13}  ≥ {GOAL_RATE}: {}",
-        "connections per second",
-        median(&rate.bare),
-        median(&rate.traced),
-        rate_ratio,
-        spread(&rate_ratios),
-        if rate_met { "met" } else { "MISSED" }
-    );
-    println!(
-        "  {:<28} {:>12.0} {:>12.0} {:>8.3} {:>13}  ≥ {GOAL_BULK}: {}",
-        "bulk transfer, MiB/s",
-        median(&bulk.bare),
-        median(&bulk.traced),
-        bulk_ratio,
-        spread(&bulk_ratios),
-        if bulk_met { "met" } else { "MISSED" }
-    );
+    for (what, slices, scale, goal, met) in [
+        ("connections per second", &rate, 1.0, GOAL_RATE, rate_met),
+        ("bulk transfer, MiB/s", &bulk, MIB, GOAL_BULK, bulk_met),
+    ] {
+        let [q1, q2, q3] = quartiles(&slices.pair_ratios);
+        println!(
+            "  {what:<24} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {q2:>6.3} {q3:>6.3}  ≥ {goal}: {}",
+            slices.off.rate() / scale,
+            slices.on.rate() / scale,
+            slices.ratio(),
+            q1,
+            if met { "met" } else { "MISSED" }
+        );
+    }
     let load_after = load_average();
     println!(
-        "  load average (1 min) {load_before:.2} before, {load_after:.2} after: the two \
-         benchmark processes account for about 1-2; more means other work shared the CPUs"
+        "  load average (1 min) {load_before:.2} before, {load_after:.2} after: the benchmark \
+         accounts for about 1; more means other work shared the CPUs"
     );
     let json_path = ctx.out_dir.join("net.json");
     let doc = json!({
-        "rounds": REPETITIONS,
-        "conns_per_sec": { "bare": rate.bare, "traced": rate.traced },
+        "rounds": ROUNDS,
+        "slice_ms": SLICE_MS.parse::<u64>().unwrap_or(0),
+        "conns_per_sec": { "bare": rate.off.rate(), "traced": rate.on.rate() },
         "conn_rate_ratio": rate_ratio,
-        "conn_rate_ratios": rate_ratios,
+        "conn_rate_pair_ratios": rate.pair_ratios,
         "goal_conn_rate_ratio": GOAL_RATE,
-        "bulk_mib_per_sec": { "bare": bulk.bare, "traced": bulk.traced },
+        "bulk_mib_per_sec": { "bare": bulk.off.rate() / MIB, "traced": bulk.on.rate() / MIB },
         "bulk_ratio": bulk_ratio,
-        "bulk_ratios": bulk_ratios,
+        "bulk_pair_ratios": bulk.pair_ratios,
         "goal_bulk_ratio": GOAL_BULK,
         "bpf_stats_enabled": stats_enabled,
         "load_average": { "before": load_before, "after": load_after },
@@ -158,22 +175,94 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bare and traced figures, one per round.
-#[derive(Debug, Default)]
-struct Pairs {
-    bare: Vec<f64>,
-    traced: Vec<f64>,
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// What was counted in the slices of one state.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Total {
+    count: f64,
+    secs: f64,
 }
 
-impl Pairs {
-    /// Per round: traced over bare.
-    fn ratios(&self) -> Vec<f64> {
-        self.traced
-            .iter()
-            .zip(&self.bare)
-            .map(|(t, b)| t / b)
-            .collect()
+impl Total {
+    fn rate(self) -> f64 {
+        self.count / self.secs
     }
+}
+
+/// The slices of controlled runs, by state, and the ratio of each pair.
+#[derive(Debug, Default)]
+struct Slices {
+    on: Total,
+    off: Total,
+    pair_ratios: Vec<f64>,
+}
+
+impl Slices {
+    /// Reads the client's `slice on|off COUNT SECONDS` lines; consecutive slices pair up.
+    fn parse(output: &str) -> anyhow::Result<Self> {
+        let mut slices = Self::default();
+        let mut pending: Option<(bool, f64)> = None;
+        for line in output.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let ["slice", state, count, secs] = fields[..] else {
+                continue;
+            };
+            let on = match state {
+                "on" => true,
+                "off" => false,
+                _ => anyhow::bail!("the workload printed {line:?}"),
+            };
+            let (count, secs): (f64, f64) = (
+                count.parse().with_context(|| format!("in {line:?}"))?,
+                secs.parse().with_context(|| format!("in {line:?}"))?,
+            );
+            ensure!(secs > 0.0, "a slice of no time: {line:?}");
+            let total = if on { &mut slices.on } else { &mut slices.off };
+            total.count += count;
+            total.secs += secs;
+            let rate = count / secs;
+            match pending.take() {
+                Some((first_on, first)) => {
+                    ensure!(first_on != on, "two slices of one state paired: {line:?}");
+                    let (traced, bare) = if on { (rate, first) } else { (first, rate) };
+                    slices.pair_ratios.push(traced / bare);
+                }
+                None => pending = Some((on, rate)),
+            }
+        }
+        ensure!(
+            slices.on.secs > 0.0 && slices.off.secs > 0.0,
+            "the workload printed no slices:\n{output}"
+        );
+        Ok(slices)
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.on.count += other.on.count;
+        self.on.secs += other.on.secs;
+        self.off.count += other.off.count;
+        self.off.secs += other.off.secs;
+        self.pair_ratios.extend(other.pair_ratios);
+    }
+
+    /// Traced rate over bare rate, over all slices.
+    fn ratio(&self) -> f64 {
+        self.on.rate() / self.off.rate()
+    }
+}
+
+/// First quartile, median and third quartile (nearest rank).
+fn quartiles(values: &[f64]) -> [f64; 3] {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        sorted
+            .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    [at(0.25), at(0.5), at(0.75)]
 }
 
 /// The 1-minute load average (NaN when unreadable).
@@ -184,35 +273,10 @@ fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// `lowest–highest` of the per-round ratios.
-fn spread(ratios: &[f64]) -> String {
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{lo:.3}–{hi:.3}")
-}
-
-/// One connection-rate run and one bulk run, the client on CPU 0.
-fn measure(binary: &Path) -> anyhow::Result<(f64, f64)> {
-    let client = |args: &[&str]| -> anyhow::Result<String> {
-        run::stdout(
-            Command::new("taskset")
-                .args(["-c", "0"])
-                .arg(binary)
-                .args(args),
-        )
-    };
-    let rate = reported(&client(&["connect", PORT, RATE_SECS])?, "conns_per_sec")?;
-    let bulk = reported(&client(&["bulk", PORT, BULK_SECS])?, "mib_per_sec")?;
-    Ok((rate, bulk))
-}
-
-/// The `KEY=VALUE` number a workload printed.
-fn reported(output: &str, key: &str) -> anyhow::Result<f64> {
-    output
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("the workload printed no {key}=; its output:\n{output}"))
+/// Makes (or re-makes) a FIFO at `path`.
+fn make_fifo(path: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_file(path);
+    run::status(Command::new("mkfifo").args(["-m", "600"]).arg(path))
 }
 
 /// Compiles `xtask/bench/net_rate.c` into `target/bench/net_rate`.
@@ -228,13 +292,13 @@ fn compile(ctx: &BenchContext) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// The loopback server, pinned to CPU 1; killed on drop.
+/// The loopback server, on the benchmark's CPU; killed on drop.
 struct Server(Child);
 
 impl Server {
     fn start(binary: &Path) -> anyhow::Result<Self> {
         let mut child = Command::new("taskset")
-            .args(["-c", "1"])
+            .args(["-c", CPU])
             .arg(binary)
             .args(["serve", PORT])
             .stdin(Stdio::null())
@@ -264,16 +328,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ratios_compare_traced_with_bare_round_by_round() {
-        let pairs = Pairs {
-            bare: vec![100.0, 200.0],
-            traced: vec![99.0, 150.0],
-        };
-        assert_eq!(pairs.ratios(), [0.99, 0.75]);
-        assert_eq!(spread(&pairs.ratios()), "0.750–0.990");
-        assert_eq!(
-            reported("conns=5 conns_per_sec=12.5\n", "conns_per_sec").unwrap(),
-            12.5
-        );
+    fn slices_pair_up_and_total_by_state() {
+        let out = "slice on 90 0.1\nslice off 100 0.1\nslice off 200 0.2\nslice on 180 0.2\n";
+        let s = Slices::parse(out).unwrap();
+        assert_eq!(s.on.count, 270.0);
+        assert!((s.on.secs - 0.3).abs() < 1e-9);
+        assert_eq!(s.off.count, 300.0);
+        assert!((s.ratio() - 0.9).abs() < 1e-9);
+        assert_eq!(s.pair_ratios.len(), 2);
+        assert!(s.pair_ratios.iter().all(|r| (r - 0.9).abs() < 1e-9));
+        assert!(Slices::parse("slice on 1 0.1\nslice on 1 0.1\n").is_err());
+        assert!(Slices::parse("nothing\n").is_err());
+        assert!(Slices::parse("slice maybe 1 0.1\n").is_err());
+        assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0, 5.0]), [2.0, 3.0, 4.0]);
     }
 }
