@@ -321,3 +321,110 @@ fn cgroup_traffic_matches_the_payload_sent_from_the_cgroup_within_5_percent() {
         .expect("the bulk connection");
     assert_eq!(num(conn, "bytes_out"), PAYLOAD);
 }
+
+/// Sends `command` on the control FIFO and waits (at most 30 s) for its answer on `ack`.
+fn control(ctl: &std::path::Path, ack: &mut std::fs::File, command: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)
+        .expect("control FIFO");
+    writeln!(writer, "{command}").expect("write a control command");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer to {command:?} within 30 s"
+        );
+        let mut byte = [0u8; 1];
+        match ack.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            _ => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    String::from_utf8_lossy(&answer).trim().to_owned()
+}
+
+#[test]
+fn control_disable_detaches_the_tracer_and_enable_attaches_it_again() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !ready() {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let port = PORT.to_string();
+    let _server = pair.start_server(&["serve", &port, "300"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, ack, out) = (
+        dir.path().join("ctl"),
+        dir.path().join("ack"),
+        dir.path().join("net.json"),
+    );
+    for fifo in [&ctl, &ack] {
+        let status = Command::new("mkfifo").arg(fifo).status().expect("mkfifo");
+        assert!(status.success());
+    }
+    let mut tracer = BackgroundProcess::spawn(
+        Command::new(flamewarden_tests::flamewarden_bin())
+            .args(["net", "-a", "--json", "--control"])
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .arg("-o")
+            .arg(&out),
+        "flamewarden net --control",
+    );
+    let mut ack = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&ack)
+        .expect("ack FIFO");
+    // The first answer comes once the programs are attached.
+    assert_eq!(control(&ctl, &mut ack, "ping"), "ack");
+    let connect = |n: usize| {
+        let output = NetnsPair::exec(
+            &pair.client,
+            &net_peer(),
+            &[
+                "connect",
+                &pair.server_ip,
+                &port,
+                &n.to_string(),
+                "100",
+                "300",
+            ],
+        )
+        .output()
+        .expect("net_peer connect");
+        assert!(output.status.success(), "net_peer connect failed");
+    };
+    connect(5);
+    assert_eq!(control(&ctl, &mut ack, "disable"), "ack");
+    connect(7);
+    assert_eq!(control(&ctl, &mut ack, "enable"), "ack");
+    connect(3);
+    assert_eq!(control(&ctl, &mut ack, "bogus"), "err");
+    assert_eq!(control(&ctl, &mut ack, "stop"), "ack");
+    let status = tracer.wait_or_kill(Duration::from_secs(60));
+    assert!(status.success(), "flamewarden net failed: {status}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("net.json")).expect("JSON");
+    let conns: Vec<&Value> = report["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter(|c| c["direction"] == "active" && net_support::remote_port(c) == Some(PORT))
+        .filter(|c| {
+            c["local"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&pair.client_ip))
+        })
+        .collect();
+    // The 7 connections made while disabled were not seen; the 5 before and the 3 after were,
+    // each with its exact bytes.
+    assert_eq!(conns.len(), 8, "connections: {conns:#?}");
+    for conn in conns {
+        assert_eq!(num(conn, "bytes_out"), 100, "{}", figures(conn));
+        assert_eq!(num(conn, "bytes_in"), 300, "{}", figures(conn));
+    }
+}
