@@ -18,7 +18,9 @@
 //! waits for each `ack` before timing the slice, and counts per slice. "Without" is then the
 //! tracer with its programs detached (loaded, its process idle); the ratio is the rate over all
 //! traced slices over the rate over all untraced ones, in [`ROUNDS`] rounds with a fresh tracer
-//! each. The per-pair ratios (a traced slice and the untraced one next to it) show the spread.
+//! each. The per-pair ratios (a traced slice and the untraced one next to it) show the spread,
+//! and resampling the pairs (bootstrap) gives a 95 % confidence interval of the ratio: a goal
+//! is met or missed when the interval says so, undecided otherwise.
 
 use std::{
     fs,
@@ -38,8 +40,9 @@ use crate::run;
 const ROUNDS: usize = 3;
 /// Seconds of the connection loop per round.
 const RATE_SECS: &str = "8";
-/// Seconds of the bulk transfer per round.
-const BULK_SECS: &str = "8";
+/// Seconds of the bulk transfer per round (longer: a bulk slice varies more, and the effect
+/// measured is smaller).
+const BULK_SECS: &str = "20";
 /// Length of a slice with tracing on or off.
 const SLICE_MS: &str = "100";
 const PORT: &str = "19431";
@@ -123,25 +126,26 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         let _ = fs::remove_file(fifo);
     }
     let (rate_ratio, bulk_ratio) = (rate.ratio(), bulk.ratio());
+    let (rate_ci, bulk_ci) = (rate.confidence(), bulk.confidence());
     let rate_met = rate_ratio >= GOAL_RATE;
     let bulk_met = bulk_ratio >= GOAL_BULK;
     println!("\nnet: loopback traffic under `flamewarden net -a` ({ROUNDS} rounds)");
     println!(
-        "  {:<24} {:>10} {:>10} {:>8} {:>22}  goal",
-        "", "bare", "traced", "ratio", "pairs: q1 median q3"
+        "  {:<24} {:>8} {:>8} {:>7} {:>13} {:>20}  goal",
+        "", "bare", "traced", "ratio", "95 % interval", "pairs: q1 median q3"
     );
-    for (what, slices, scale, goal, met) in [
-        ("connections per second", &rate, 1.0, GOAL_RATE, rate_met),
-        ("bulk transfer, MiB/s", &bulk, MIB, GOAL_BULK, bulk_met),
+    for (what, slices, scale, goal, [lo, hi]) in [
+        ("connections per second", &rate, 1.0, GOAL_RATE, rate_ci),
+        ("bulk transfer, MiB/s", &bulk, MIB, GOAL_BULK, bulk_ci),
     ] {
         let [q1, q2, q3] = quartiles(&slices.pair_ratios);
         println!(
-            "  {what:<24} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {q2:>6.3} {q3:>6.3}  ≥ {goal}: {}",
+            "  {what:<24} {:>8.0} {:>8.0} {:>7.3} {lo:>6.3}–{hi:<6.3} {q1:>6.3} {q2:>6.3} {q3:>6.3}  \
+             ≥ {goal}: {}",
             slices.off.rate() / scale,
             slices.on.rate() / scale,
             slices.ratio(),
-            q1,
-            if met { "met" } else { "MISSED" }
+            verdict(slices.ratio(), [lo, hi], goal)
         );
     }
     let load_after = load_average();
@@ -155,10 +159,12 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         "slice_ms": SLICE_MS.parse::<u64>().unwrap_or(0),
         "conns_per_sec": { "bare": rate.off.rate(), "traced": rate.on.rate() },
         "conn_rate_ratio": rate_ratio,
+        "conn_rate_ratio_95": rate_ci,
         "conn_rate_pair_ratios": rate.pair_ratios,
         "goal_conn_rate_ratio": GOAL_RATE,
         "bulk_mib_per_sec": { "bare": bulk.off.rate() / MIB, "traced": bulk.on.rate() / MIB },
         "bulk_ratio": bulk_ratio,
+        "bulk_ratio_95": bulk_ci,
         "bulk_pair_ratios": bulk.pair_ratios,
         "goal_bulk_ratio": GOAL_BULK,
         "bpf_stats_enabled": stats_enabled,
@@ -190,11 +196,12 @@ impl Total {
     }
 }
 
-/// The slices of controlled runs, by state, and the ratio of each pair.
+/// The slices of controlled runs, by state, and each pair of neighbours (traced, bare).
 #[derive(Debug, Default)]
 struct Slices {
     on: Total,
     off: Total,
+    pairs: Vec<(Total, Total)>,
     pair_ratios: Vec<f64>,
 }
 
@@ -202,7 +209,7 @@ impl Slices {
     /// Reads the client's `slice on|off COUNT SECONDS` lines; consecutive slices pair up.
     fn parse(output: &str) -> anyhow::Result<Self> {
         let mut slices = Self::default();
-        let mut pending: Option<(bool, f64)> = None;
+        let mut pending: Option<(bool, Total)> = None;
         for line in output.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let ["slice", state, count, secs] = fields[..] else {
@@ -221,14 +228,15 @@ impl Slices {
             let total = if on { &mut slices.on } else { &mut slices.off };
             total.count += count;
             total.secs += secs;
-            let rate = count / secs;
+            let this = Total { count, secs };
             match pending.take() {
                 Some((first_on, first)) => {
                     ensure!(first_on != on, "two slices of one state paired: {line:?}");
-                    let (traced, bare) = if on { (rate, first) } else { (first, rate) };
-                    slices.pair_ratios.push(traced / bare);
+                    let (traced, bare) = if on { (this, first) } else { (first, this) };
+                    slices.pair_ratios.push(traced.rate() / bare.rate());
+                    slices.pairs.push((traced, bare));
                 }
-                None => pending = Some((on, rate)),
+                None => pending = Some((on, this)),
             }
         }
         ensure!(
@@ -244,11 +252,54 @@ impl Slices {
         self.off.count += other.off.count;
         self.off.secs += other.off.secs;
         self.pair_ratios.extend(other.pair_ratios);
+        self.pairs.extend(other.pairs);
+    }
+
+    /// A 95 % confidence interval of [`Slices::ratio`]: the 2.5th and 97.5th percentiles of the
+    /// ratio over 2000 resamplings of the pairs (with a fixed seed, so a run's figures can be
+    /// recomputed from its JSON).
+    fn confidence(&self) -> [f64; 2] {
+        let n = self.pairs.len();
+        if n == 0 {
+            return [f64::NAN; 2];
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut ratios: Vec<f64> = (0..2000)
+            .map(|_| {
+                let (mut on, mut off) = (Total::default(), Total::default());
+                for _ in 0..n {
+                    let (t, b) = self.pairs[next()];
+                    on.count += t.count;
+                    on.secs += t.secs;
+                    off.count += b.count;
+                    off.secs += b.secs;
+                }
+                on.rate() / off.rate()
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        [ratios[49], ratios[1949]]
     }
 
     /// Traced rate over bare rate, over all slices.
     fn ratio(&self) -> f64 {
         self.on.rate() / self.off.rate()
+    }
+}
+
+/// `met` or `MISSED` by the ratio, and whether the confidence interval is on the same side.
+fn verdict(ratio: f64, [lo, hi]: [f64; 2], goal: f64) -> &'static str {
+    match (ratio >= goal, lo >= goal, hi < goal) {
+        (true, true, _) => "met",
+        (true, false, _) => "met (undecided: the interval spans the goal)",
+        (false, _, true) => "MISSED",
+        (false, _, false) => "MISSED (undecided: the interval spans the goal)",
     }
 }
 
@@ -341,5 +392,11 @@ mod tests {
         assert!(Slices::parse("nothing\n").is_err());
         assert!(Slices::parse("slice maybe 1 0.1\n").is_err());
         assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0, 5.0]), [2.0, 3.0, 4.0]);
+        // Every pair has the same ratio: so has every resampling.
+        let [lo, hi] = s.confidence();
+        assert!((lo - 0.9).abs() < 1e-9 && (hi - 0.9).abs() < 1e-9);
+        assert_eq!(verdict(0.98, [0.975, 0.985], 0.97), "met");
+        assert!(verdict(0.98, [0.96, 0.99], 0.97).contains("undecided"));
+        assert_eq!(verdict(0.9, [0.89, 0.91], 0.97), "MISSED");
     }
 }
