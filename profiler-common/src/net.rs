@@ -154,8 +154,9 @@ const _: () = assert!(size_of::<NetEvent>() == 32 + size_of::<NetConn>());
 pub struct NetConfig {
     /// Non-zero: also emit open and retransmit events.
     pub events: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// Non-zero: every program returns as soon as it runs (`flamewarden net --hooks-only`: what
+    /// the hooks alone cost the traffic, the floor under any tracer attached to them).
+    pub hooks_only: u32,
 }
 const _: () = assert!(size_of::<NetConfig>() == 8);
 

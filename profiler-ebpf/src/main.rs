@@ -172,6 +172,9 @@ pub fn guard_sock_create(ctx: SockContext) -> i32 {
 /// Raw tracepoint `inet_sock_set_state`: TCP connection opens, state changes and closes.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn net_set_state(ctx: RawTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_set_state::<net::Probe>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -180,6 +183,9 @@ pub fn net_set_state(ctx: RawTracePointContext) -> i32 {
 /// `net_set_state` as a BTF-typed raw tracepoint: plain loads instead of probe reads.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn net_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_set_state::<net::Direct>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -188,6 +194,9 @@ pub fn net_set_state_btf(ctx: BtfTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_retransmit_skb`: retransmissions of tracked connections.
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn net_retransmit(ctx: RawTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_retransmit::<net::Probe>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -196,6 +205,9 @@ pub fn net_retransmit(ctx: RawTracePointContext) -> i32 {
 /// `net_retransmit` as a BTF-typed raw tracepoint.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn net_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_retransmit::<net::Direct>(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -204,6 +216,9 @@ pub fn net_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_receive_reset`: RSTs received by tracked connections.
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn net_receive_reset(ctx: RawTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_receive_reset(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -212,6 +227,9 @@ pub fn net_receive_reset(ctx: RawTracePointContext) -> i32 {
 /// Raw tracepoint `tcp_send_reset`: RSTs sent.
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn net_send_reset(ctx: RawTracePointContext) -> i32 {
+    if net::hooks_only() {
+        return 0;
+    }
     match net::try_send_reset(ctx.as_ptr()) {
         Ok(()) | Err(_) => 0,
     }
@@ -220,6 +238,9 @@ pub fn net_send_reset(ctx: RawTracePointContext) -> i32 {
 /// `cgroup_skb/ingress` on the cgroup2 root: bytes and packets received per cgroup.
 #[aya_ebpf::macros::cgroup_skb(ingress)]
 pub fn net_ingress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
+    if net::hooks_only() {
+        return 1;
+    }
     net_traffic::count_traffic(&ctx, profiler_common::TRAFFIC_INGRESS);
     1
 }
@@ -227,6 +248,9 @@ pub fn net_ingress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
 /// `cgroup_skb/egress` on the cgroup2 root: bytes and packets sent per cgroup.
 #[aya_ebpf::macros::cgroup_skb(egress)]
 pub fn net_egress(ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
+    if net::hooks_only() {
+        return 1;
+    }
     net_traffic::count_traffic(&ctx, profiler_common::TRAFFIC_EGRESS);
     1
 }

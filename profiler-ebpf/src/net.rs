@@ -185,6 +185,12 @@ fn raw_arg<const N: usize>(ctx: *mut core::ffi::c_void, n: u32) -> u64 {
     value
 }
 
+/// Whether every program is to return at once (`NetConfig::hooks_only`).
+#[inline(always)]
+pub fn hooks_only() -> bool {
+    NET_CONFIG.get(0).is_some_and(|c| c.hooks_only != 0)
+}
+
 fn events_enabled() -> bool {
     NET_CONFIG.get(0).is_some_and(|c| c.events != 0)
 }

@@ -73,6 +73,11 @@ pub struct NetArgs {
     /// inherited descriptor) CTL, each answered `ack` on ACK once carried out.
     #[arg(long, value_name = "fifo:CTL[,ACK]|fd:CTL[,ACK]", value_parser = parse_control)]
     pub control: Option<ControlSpec>,
+    /// Attach every program but have each return as soon as it runs: what the kernel's hooks
+    /// alone cost the traffic (the floor `cargo xtask bench net` compares with). Reports
+    /// nothing.
+    #[arg(long, hide = true)]
+    pub hooks_only: bool,
     /// The command to start and trace, with all its descendants.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -110,6 +115,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
         &mut ebpf,
         NetOptions {
             events: args.events,
+            hooks_only: args.hooks_only,
         },
     )?;
     // The cgroups whose traffic is shown, read now: a command may be gone at the end.

@@ -36,6 +36,8 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Pro
 pub struct NetOptions {
     /// Also stream open and retransmit events.
     pub events: bool,
+    /// Attach every program, but have each return at once (see `NetConfig::hooks_only`).
+    pub hooks_only: bool,
 }
 
 /// The attached network tracer and its ring buffer.
@@ -75,7 +77,7 @@ impl NetCollector {
         })?;
         let config = NetConfig {
             events: u32::from(options.events),
-            _pad: 0,
+            hooks_only: u32::from(options.hooks_only),
         };
         let tracer = NetTracer::attach(ebpf, config)?;
         Ok(Self {

@@ -145,7 +145,13 @@ impl SyscallCollector {
         };
         SyscallTracer::attach(&mut ebpf, config)?;
         let slow = SlowCallReader::take(&mut ebpf)?;
-        let net = NetCollector::attach(&mut ebpf, NetOptions { events: true })?;
+        let net = NetCollector::attach(
+            &mut ebpf,
+            NetOptions {
+                events: true,
+                hooks_only: false,
+            },
+        )?;
         ProcessCounter::attach(&mut ebpf)?;
         let samples = if cpu_hz > 0 {
             CpuSampler::attach(&mut ebpf, cpu_hz)?;

@@ -18,9 +18,11 @@
 //! waits for each `ack` before timing the slice, and counts per slice. "Without" is then the
 //! tracer with its programs detached (loaded, its process idle); the ratio is the rate over all
 //! traced slices over the rate over all untraced ones, in [`ROUNDS`] rounds with a fresh tracer
-//! each. The per-pair ratios (a traced slice and the untraced one next to it) show the spread,
-//! and resampling the pairs (bootstrap) gives a 95 % confidence interval of the ratio: a goal
-//! is met or missed when the interval says so, undecided otherwise.
+//! each; then the same with `--hooks-only` (every program returns as soon as it runs): what the
+//! kernel's hooks alone cost, the floor under any tracer attached to them. The per-pair ratios
+//! (a traced slice and the untraced one next to it) show the spread, and resampling the pairs
+//! (bootstrap) gives a 95 % confidence interval of the ratio: a goal is met or missed when the
+//! interval says so, undecided otherwise.
 
 use std::{
     fs,
@@ -84,42 +86,33 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         "loopback on CPU {CPU}: {RATE_SECS} s of connections and a {BULK_SECS} s transfer per \
          round, `flamewarden net -a` switched on and off every {SLICE_MS} ms, {ROUNDS} rounds"
     );
+    let fifos = [ctl.as_path(), ack.as_path()];
     let mut rate = Slices::default();
     let mut bulk = Slices::default();
+    let mut floor_rate = Slices::default();
+    let mut floor_bulk = Slices::default();
     for round in 1..=ROUNDS {
-        let mut cmd = Command::new("taskset");
-        cmd.args(["-c", CPU])
-            .arg(&ctx.flamewarden)
-            .args(["net", "-a", "--control"])
-            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
-            .arg("-o")
-            .arg(ctx.out_dir.join("net-report.txt"));
-        let tracer = Background::start(cmd, &ctx.out_dir.join("net-flamewarden.log"), SETTLE)?;
-        let client = |mode: &str, secs: &str| -> anyhow::Result<Slices> {
-            let out = run::stdout(
-                Command::new("taskset")
-                    .args(["-c", CPU])
-                    .arg(&binary)
-                    .args([mode, PORT, secs])
-                    .args([&ctl, &ack])
-                    .arg(SLICE_MS),
-            )?;
-            Slices::parse(&out)
-        };
-        let (r, b) = (client("connect", RATE_SECS)?, client("bulk", BULK_SECS)?);
-        tracer.stop(FINISH_TIMEOUT)?;
-        println!(
-            "  round {round}/{ROUNDS}: {:.0} vs {:.0} conn/s traced/bare ({:.3}), {:.0} vs {:.0} \
-             MiB/s ({:.3})",
-            r.on.rate(),
-            r.off.rate(),
-            r.ratio(),
-            b.on.rate() / MIB,
-            b.off.rate() / MIB,
-            b.ratio(),
-        );
-        rate.extend(r);
-        bulk.extend(b);
+        for hooks_only in [false, true] {
+            let (r, b) = round_of(ctx, &binary, fifos, hooks_only)?;
+            println!(
+                "  round {round}/{ROUNDS}{}: {:.0} vs {:.0} conn/s traced/bare ({:.3}), {:.0} vs \
+                 {:.0} MiB/s ({:.3})",
+                if hooks_only { ", hooks only" } else { "" },
+                r.on.rate(),
+                r.off.rate(),
+                r.ratio(),
+                b.on.rate() / MIB,
+                b.off.rate() / MIB,
+                b.ratio(),
+            );
+            let (rates, bulks) = if hooks_only {
+                (&mut floor_rate, &mut floor_bulk)
+            } else {
+                (&mut rate, &mut bulk)
+            };
+            rates.extend(r);
+            bulks.extend(b);
+        }
     }
     drop(server);
     for fifo in [&ctl, &ack] {
@@ -134,18 +127,25 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         "  {:<24} {:>8} {:>8} {:>7} {:>13} {:>20}  goal",
         "", "bare", "traced", "ratio", "95 % interval", "pairs: q1 median q3"
     );
-    for (what, slices, scale, goal, [lo, hi]) in [
-        ("connections per second", &rate, 1.0, GOAL_RATE, rate_ci),
-        ("bulk transfer, MiB/s", &bulk, MIB, GOAL_BULK, bulk_ci),
-    ] {
+    let rows = [
+        ("connections per second", &rate, 1.0, Some(GOAL_RATE)),
+        ("  the hooks alone", &floor_rate, 1.0, None),
+        ("bulk transfer, MiB/s", &bulk, MIB, Some(GOAL_BULK)),
+        ("  the hooks alone", &floor_bulk, MIB, None),
+    ];
+    for (what, slices, scale, goal) in rows {
+        let [lo, hi] = slices.confidence();
         let [q1, q2, q3] = quartiles(&slices.pair_ratios);
+        let judged = match goal {
+            Some(goal) => format!("≥ {goal}: {}", verdict(slices.ratio(), [lo, hi], goal)),
+            None => "(programs that return at once: the floor)".to_owned(),
+        };
         println!(
             "  {what:<24} {:>8.0} {:>8.0} {:>7.3} {lo:>6.3}–{hi:<6.3} {q1:>6.3} {q2:>6.3} {q3:>6.3}  \
-             ≥ {goal}: {}",
+             {judged}",
             slices.off.rate() / scale,
             slices.on.rate() / scale,
             slices.ratio(),
-            verdict(slices.ratio(), [lo, hi], goal)
         );
     }
     let load_after = load_average();
@@ -167,6 +167,12 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
         "bulk_ratio_95": bulk_ci,
         "bulk_pair_ratios": bulk.pair_ratios,
         "goal_bulk_ratio": GOAL_BULK,
+        "hooks_only": {
+            "conn_rate_ratio": floor_rate.ratio(),
+            "conn_rate_ratio_95": floor_rate.confidence(),
+            "bulk_ratio": floor_bulk.ratio(),
+            "bulk_ratio_95": floor_bulk.confidence(),
+        },
         "bpf_stats_enabled": stats_enabled,
         "load_average": { "before": load_before, "after": load_after },
     });
@@ -179,6 +185,41 @@ pub fn run(ctx: &BenchContext) -> anyhow::Result<()> {
          {bulk_ratio:.3} (goal ≥ {GOAL_BULK})"
     );
     Ok(())
+}
+
+/// One round: a fresh `flamewarden net -a --control` (with `--hooks-only`: its programs return
+/// at once), the connection loop, then the bulk transfer, each switching it on and off.
+fn round_of(
+    ctx: &BenchContext,
+    binary: &Path,
+    [ctl, ack]: [&Path; 2],
+    hooks_only: bool,
+) -> anyhow::Result<(Slices, Slices)> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", CPU])
+        .arg(&ctx.flamewarden)
+        .args(["net", "-a", "--control"])
+        .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+        .arg("-o")
+        .arg(ctx.out_dir.join("net-report.txt"));
+    if hooks_only {
+        cmd.arg("--hooks-only");
+    }
+    let tracer = Background::start(cmd, &ctx.out_dir.join("net-flamewarden.log"), SETTLE)?;
+    let client = |mode: &str, secs: &str| -> anyhow::Result<Slices> {
+        let out = run::stdout(
+            Command::new("taskset")
+                .args(["-c", CPU])
+                .arg(binary)
+                .args([mode, PORT, secs])
+                .args([ctl, ack])
+                .arg(SLICE_MS),
+        )?;
+        Slices::parse(&out)
+    };
+    let (rate, bulk) = (client("connect", RATE_SECS)?, client("bulk", BULK_SECS)?);
+    tracer.stop(FINISH_TIMEOUT)?;
+    Ok((rate, bulk))
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
