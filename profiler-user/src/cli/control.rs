@@ -81,6 +81,8 @@ pub struct Control {
     ack: Option<File>,
     /// Bytes of a command line not complete yet.
     pending: Vec<u8>,
+    /// The writing end was closed (an inherited pipe): nothing more will come.
+    ended: bool,
 }
 
 fn open(endpoint: &Endpoint, what: &str) -> anyhow::Result<File> {
@@ -116,12 +118,14 @@ impl Control {
             ctl,
             ack,
             pending: Vec::new(),
+            ended: false,
         })
     }
 
-    /// The descriptor to wait on for commands.
-    pub fn fd(&self) -> RawFd {
-        self.ctl.as_raw_fd()
+    /// The descriptor to wait on for commands; `None` once its writing end was closed (it
+    /// would be readable for ever, at end of file).
+    pub fn fd(&self) -> Option<RawFd> {
+        (!self.ended).then(|| self.ctl.as_raw_fd())
     }
 
     /// Every complete command waiting, in order; `Err(line)` for a line that is no command.
@@ -129,7 +133,10 @@ impl Control {
         let mut buf = [0u8; 512];
         loop {
             match self.ctl.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => {
+                    self.ended = true;
+                    break;
+                }
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -201,6 +208,10 @@ mod tests {
         let spec = parse_control(&format!("fifo:{},{}", ctl.display(), ack.display())).unwrap();
         let mut control = Control::open(&spec).unwrap();
         assert!(control.read().unwrap().is_empty());
+        assert!(
+            control.fd().is_some(),
+            "a FIFO opened read-write never ends"
+        );
         let mut writer = OpenOptions::new().write(true).open(&ctl).unwrap();
         writer.write_all(b"disable\nenable\n\nbogus\nsto").unwrap();
         assert_eq!(
@@ -218,5 +229,20 @@ mod tests {
         let mut answers = [0u8; 8];
         File::open(&ack).unwrap().read_exact(&mut answers).unwrap();
         assert_eq!(&answers, b"ack\nerr\n");
+    }
+
+    #[test]
+    fn a_closed_pipe_is_no_longer_waited_on() {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut control =
+            Control::open(&parse_control(&format!("fd:{}", fds[0])).unwrap()).unwrap();
+        // SAFETY: the write end, owned here and closed once.
+        let mut writer = unsafe { File::from_raw_fd(fds[1]) };
+        writer.write_all(b"ping\n").unwrap();
+        drop(writer);
+        assert_eq!(control.read().unwrap(), [Ok(ControlCommand::Ping)]);
+        assert_eq!(control.fd(), None);
     }
 }

@@ -155,7 +155,7 @@ pub fn run(args: NetArgs) -> anyhow::Result<ExitCode> {
     let exit_status = loop {
         let progress = watch.check(&stop)?;
         let wait = next_drain.saturating_duration_since(Instant::now());
-        let commands = collector.wait_or_readable(wait, control.as_ref().map(Control::fd));
+        let commands = collector.wait_or_readable(wait, control.as_ref().and_then(Control::fd));
         if let (true, Some(control)) = (commands, &mut control) {
             obey(control, &mut collector, &mut ebpf, &stop)?;
         }
