@@ -14,7 +14,8 @@
  * in the next (on, off, off, on, on, off, ...: each pair has one of each, and neither state
  * always comes first), waits for the `ack` of each switch before timing the slice, and prints a
  * line `slice on|off COUNT SECONDS` per slice (COUNT: connections, or bytes written). Host
- * noise (other guests slow a vCPU by 10 % for seconds) then falls on both states alike. */
+ * noise (a vCPU's speed changes by 10 % from one tenth of a second to the next) then falls on
+ * both states alike. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
