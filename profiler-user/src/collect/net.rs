@@ -86,13 +86,6 @@ impl NetCollector {
         })
     }
 
-    /// Waits up to `timeout` (events are not signalled one by one: this is the polling
-    /// period), then reads every event waiting.
-    pub fn wait_and_drain(&mut self, timeout: Duration) -> Vec<ConnEvent> {
-        wait(None, timeout);
-        self.drain()
-    }
-
     /// Reads every event waiting in the ring buffer.
     pub fn drain(&mut self) -> Vec<ConnEvent> {
         let mut events = Vec::new();
@@ -112,13 +105,6 @@ impl NetCollector {
                 f(&raw);
             }
         }
-    }
-
-    /// Waits up to `timeout` like [`NetCollector::wait_and_drain`], then hands every event
-    /// waiting to `f` like [`NetCollector::drain_raw`].
-    pub fn wait_and_drain_raw(&mut self, timeout: Duration, f: impl FnMut(&NetEvent)) {
-        wait(None, timeout);
-        self.drain_raw(f);
     }
 
     /// The targeted connections that are open now (their bytes are only read at close).
@@ -233,8 +219,8 @@ impl NetCollector {
         }
     }
 
-    /// Waits up to `timeout` like [`NetCollector::wait_and_drain`] but returns as soon as
-    /// `other` is readable (true then), without draining.
+    /// Waits up to `timeout`, the polling period (events are not signalled one by one), or
+    /// until `other` is readable (true then); drains nothing.
     pub fn wait_or_readable(&self, timeout: Duration, other: Option<RawFd>) -> bool {
         wait(other, timeout)
     }
